@@ -1,0 +1,23 @@
+"""The registry decides which charge point ids may connect."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class RegistryUnavailable(Exception):
+    """The registry could not answer for this id; the charge point should retry later."""
+
+
+class Registry(Protocol):
+    """Answers whether a charge point id is registered (an IoT Thing, a line in a file, ...).
+
+    `is_registered` raises `RegistryUnavailable` when the backend cannot answer and the id is
+    not known from an earlier answer; the gateway then refuses with a retryable close (1013).
+    """
+
+    async def start(self) -> None: ...
+
+    async def is_registered(self, cp_id: str) -> bool: ...
+
+    async def close(self) -> None: ...

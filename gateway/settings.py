@@ -1,0 +1,97 @@
+"""Gateway configuration, read from environment variables and an optional `.env` file.
+
+Names are prefixed `GATEWAY_`; the AWS sample's names (`OCPP_PROTOCOLS`, `OCPP_GATEWAY_PORT`,
+`IOT_ENDPOINT`, `IOT_PORT`, `AWS_REGION`) are accepted as aliases so existing deployments keep working.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class RegistryBackend(StrEnum):
+    FILE = "file"
+    STATIC = "static"
+    ALLOW_ALL = "allow-all"
+    AWS_IOT = "aws-iot"
+
+
+class UnknownIdResponse(StrEnum):
+    """How a valid but unregistered charge point id is refused."""
+
+    CLOSE_1008 = "close-1008"
+    HTTP_404 = "http-404"
+
+
+class LinkMode(StrEnum):
+    PER_CP = "per-cp"
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    # WebSocket server
+    host: str = "0.0.0.0"
+    port: int = Field(8080, validation_alias=AliasChoices("GATEWAY_PORT", "OCPP_GATEWAY_PORT"))
+    path_prefix: str = Field("", description="URL path before the cpId, e.g. `/ocpp`")
+    protocols: Annotated[list[str], NoDecode] = Field(
+        default=["ocpp2.0.1", "ocpp2.0", "ocpp1.6"],
+        validation_alias=AliasChoices("GATEWAY_PROTOCOLS", "OCPP_PROTOCOLS"),
+    )
+    max_frame_bytes: int = 65536
+    compression: bool = True
+    ping_interval: float | None = 30.0
+    ping_timeout: float | None = 30.0
+    open_timeout: float = 10.0
+    shutdown_timeout: float = 10.0
+
+    # Registry
+    registry: RegistryBackend = RegistryBackend.FILE
+    registry_file: Path = Path("things.txt")
+    registry_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    registry_positive_ttl: float = 300.0
+    registry_negative_ttl: float = 30.0
+    unknown_id_response: UnknownIdResponse = UnknownIdResponse.CLOSE_1008
+
+    # Broker
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    link_mode: LinkMode = LinkMode.PER_CP
+    topic_in: str = "{cp_id}/in"
+    topic_out: str = "{cp_id}/out"
+    qos: int = Field(1, ge=0, le=1)
+    mqtt_timeout: float = 5.0
+    mqtt_keepalive: int = 60
+    broker_grace: float = Field(
+        10.0, description="seconds frames are held while the broker link reconnects"
+    )
+
+    # AWS (names from the AWS sample)
+    iot_endpoint: str | None = Field(None, validation_alias=AliasChoices("IOT_ENDPOINT"))
+    iot_port: int = Field(8883, validation_alias=AliasChoices("IOT_PORT"))
+    aws_region: str | None = Field(None, validation_alias=AliasChoices("AWS_REGION"))
+
+    # Observability
+    log_level: str = "INFO"
+    log_format: str = Field("auto", description="`json`, `console` or `auto` (console on a TTY)")
+    gateway_id: str = Field("", description="this replica's name in logs; defaults to host:pid")
+
+    _split_protocols = field_validator("protocols", "registry_ids", mode="before")(_split_csv)
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _normalise_prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        return f"/{value}" if value else ""

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.mosquitto import MosquittoProcess, start_broker
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[MosquittoProcess]:
+    """One Mosquitto for the whole test session, on a free port, with its own config."""
+    process = start_broker()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def private_broker() -> Iterator[MosquittoProcess]:
+    """A Mosquitto of the test's own, for tests that stop or restart the broker."""
+    process = start_broker()
+    yield process
+    process.stop()
