@@ -56,7 +56,9 @@ class Settings(BaseSettings):
     ping_interval: float | None = 30.0
     ping_timeout: float | None = 30.0
     open_timeout: float = 10.0
+    close_timeout: float = 5.0
     shutdown_timeout: float = 10.0
+    max_connections: int = Field(18000, description="beyond this, handshakes get HTTP 503")
 
     # Registry
     registry: RegistryBackend = RegistryBackend.FILE

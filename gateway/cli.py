@@ -1,0 +1,71 @@
+"""`ocpp-gateway`: run the gateway until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+
+import structlog
+from pydantic import ValidationError
+
+from gateway.links import build_link
+from gateway.observability import Metrics, configure_logging
+from gateway.registry import build_registry
+from gateway.server import Gateway
+from gateway.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def default_gateway_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def build_gateway(settings: Settings) -> Gateway:
+    metrics = Metrics()
+    gateway_id = settings.gateway_id or default_gateway_id()
+    return Gateway(
+        settings,
+        registry=build_registry(settings),
+        link=build_link(settings, metrics, gateway_id),
+        metrics=metrics,
+    )
+
+
+async def run(settings: Settings) -> None:
+    gateway = build_gateway(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await gateway.start()
+    await stop.wait()
+    await gateway.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] in {"-h", "--help"}:
+        print(
+            "usage: ocpp-gateway\n\nConfigured by environment variables (GATEWAY_*, and the AWS "
+            "sample's OCPP_PROTOCOLS, OCPP_GATEWAY_PORT, IOT_ENDPOINT, IOT_PORT, AWS_REGION);\n"
+            "see the README's configuration table."
+        )
+        return 0
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"ocpp-gateway: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(run(settings))
+    else:
+        uvloop.run(run(settings))
+    return 0

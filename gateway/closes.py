@@ -1,0 +1,54 @@
+"""Every WebSocket close the gateway initiates, with its code and reason, in one place.
+
+Close reasons are limited to 123 bytes by RFC 6455; reasons built from a cpId stay below that
+because ids are at most 48 characters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from websockets.frames import CloseCode
+
+
+@dataclass(frozen=True)
+class Close:
+    code: int
+    reason: str
+
+
+def replaced_by_newer_connection() -> Close:
+    # Empty reason: this is exactly what users of the gateway see today (`code: 1000, reason: ""`).
+    return Close(CloseCode.NORMAL_CLOSURE, "")
+
+
+def taken_over_by_other_gateway() -> Close:
+    return Close(CloseCode.NORMAL_CLOSURE, "")
+
+
+def no_subprotocol(supported: Sequence[str]) -> Close:
+    return Close(
+        CloseCode.PROTOCOL_ERROR,
+        "no supported OCPP subprotocol offered; supported: " + ", ".join(supported),
+    )
+
+
+def not_registered(cp_id: str) -> Close:
+    return Close(CloseCode.POLICY_VIOLATION, f"Charge Point {cp_id} not registered as an IoT Thing")
+
+
+def registry_unavailable() -> Close:
+    return Close(CloseCode.TRY_AGAIN_LATER, "charge point registry unavailable; retry later")
+
+
+def binary_frame() -> Close:
+    return Close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported; OCPP-J uses text")
+
+
+def broker_unavailable() -> Close:
+    return Close(CloseCode.INTERNAL_ERROR, "message broker unavailable; retry later")
+
+
+def gateway_restarting() -> Close:
+    return Close(CloseCode.SERVICE_RESTART, "gateway restarting; reconnect")

@@ -1,0 +1,55 @@
+"""The link between the gateway and the message broker, seen from one charge point's session.
+
+A `Link` opens one `Channel` per connected charge point. The channel publishes the CP's frames
+to its inbound topic and hands every message from its outbound topic to `deliver`, in order.
+When the broker side ends the channel for good, the link calls `on_lost` with the reason so the
+session can close the CP's WebSocket with the right code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Protocol
+
+
+class LinkLost(StrEnum):
+    # Another client connected with this charge point's identity (another gateway replica
+    # has the CP now): close the WebSocket normally and never reconnect this channel.
+    TAKEN_OVER = "taken_over"
+    # The broker stayed unreachable longer than the grace period.
+    BROKER_UNAVAILABLE = "broker_unavailable"
+
+
+class BrokerUnavailable(Exception):
+    """The broker could not take a frame within the grace period; the CP should retry later."""
+
+
+Deliver = Callable[[bytes], Awaitable[None]]
+OnLost = Callable[[LinkLost], None]
+
+
+class Channel(Protocol):
+    async def publish(self, frame: bytes) -> None:
+        """Publish one frame from the CP; returns once the broker has it (QoS 1: PUBACK)."""
+
+    async def close(self) -> None:
+        """End the channel; it never touches another channel of the same charge point."""
+
+
+class Link(Protocol):
+    @property
+    def ready(self) -> bool:
+        """Whether new charge points can be accepted (the broker is reachable)."""
+
+    async def start(self) -> None: ...
+
+    async def open_channel(
+        self, cp_id: str, subprotocol: str, deliver: Deliver, on_lost: OnLost
+    ) -> Channel:
+        """Open a channel; returns once outbound messages can be received (SUBACK received).
+
+        Raises `BrokerUnavailable` when the broker cannot be reached.
+        """
+
+    async def close(self) -> None: ...

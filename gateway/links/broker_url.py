@@ -1,0 +1,38 @@
+"""Broker URLs: `mqtt://host[:port]` or `mqtts://host[:port]`, optionally with `user:password@`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    parts = urlsplit(url)
+    if parts.scheme not in DEFAULT_PORTS:
+        raise ValueError(
+            f"unsupported broker URL {url!r}: use mqtt://host:port or mqtts://host:port"
+        )
+    if not parts.hostname:
+        raise ValueError(f"the broker URL {url!r} has no host name")
+    try:
+        port = parts.port or DEFAULT_PORTS[parts.scheme]
+    except ValueError as exc:
+        raise ValueError(f"the broker URL {url!r} has an invalid port") from exc
+    return BrokerAddress(
+        host=parts.hostname,
+        port=port,
+        tls=parts.scheme == "mqtts",
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )

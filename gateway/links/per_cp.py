@@ -1,0 +1,217 @@
+"""One MQTT client per charge point, client id = cpId (the AWS-compatible link).
+
+With the CP's own client id, IoT policies and lifecycle events work per charge point, and the
+broker itself enforces one connection per CP across gateway replicas: when another replica
+connects the same client id, this channel is told "session taken over" and gives the CP up
+without ever reconnecting (reconnecting would take the CP back and start a tug of war).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import aiomqtt
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway.backoff import backoff_delays
+from gateway.links.base import BrokerUnavailable, Channel, Deliver, LinkLost, OnLost
+from gateway.links.broker_url import BrokerAddress, parse_broker_url
+from gateway.links.mqtt_common import make_client, subprotocol_property, was_taken_over
+from gateway.links.probe import BrokerProbe
+from gateway.observability import Metrics
+from gateway.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class PerCpLink:
+    def __init__(self, settings: Settings, metrics: Metrics, gateway_id: str) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._address = parse_broker_url(settings.mqtt_url)
+        self._probe = BrokerProbe(
+            self._address,
+            identifier=f"ocpp-gateway-probe-{gateway_id}",
+            timeout=settings.mqtt_timeout,
+            keepalive=settings.mqtt_keepalive,
+            metrics=metrics,
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self._probe.ready
+
+    async def start(self) -> None:
+        await self._probe.start(wait=self._settings.mqtt_timeout)
+
+    async def open_channel(
+        self, cp_id: str, subprotocol: str, deliver: Deliver, on_lost: OnLost
+    ) -> Channel:
+        channel = PerCpChannel(
+            self._address, self._settings, self._metrics, cp_id, subprotocol, deliver, on_lost
+        )
+        await channel.open()
+        return channel
+
+    async def close(self) -> None:
+        await self._probe.close()
+
+
+class PerCpChannel:
+    def __init__(
+        self,
+        address: BrokerAddress,
+        settings: Settings,
+        metrics: Metrics,
+        cp_id: str,
+        subprotocol: str,
+        deliver: Deliver,
+        on_lost: OnLost,
+    ) -> None:
+        self._address = address
+        self._settings = settings
+        self._metrics = metrics
+        self._cp_id = cp_id
+        self._deliver = deliver
+        self._on_lost = on_lost
+        self._in_topic = settings.topic_in.format(cp_id=cp_id)
+        self._out_topic = settings.topic_out.format(cp_id=cp_id)
+        self._publish_properties = subprotocol_property(subprotocol)
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._log = log.bind(cp_id=cp_id)
+
+    async def open(self) -> None:
+        self._client = await self._connect(resume=False)
+        self._reader = asyncio.create_task(self._read_loop(), name=f"mqtt-reader-{self._cp_id}")
+
+    async def _connect(self, resume: bool) -> aiomqtt.Client:
+        """Connect and subscribe; the subscription is acknowledged before this returns."""
+        connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        # Keep the broker session through a short outage, so /out messages are not lost.
+        connect_properties.SessionExpiryInterval = int(self._settings.broker_grace)
+        client = make_client(
+            self._address,
+            self._cp_id,
+            self._settings.mqtt_timeout,
+            self._settings.mqtt_keepalive,
+            clean_start=not resume,
+            properties=connect_properties,
+        )
+        try:
+            await client.__aenter__()
+        except aiomqtt.MqttError as exc:
+            raise BrokerUnavailable(f"cannot connect to the broker: {exc}") from exc
+        try:
+            await client.subscribe(self._out_topic, qos=self._settings.qos)
+        except aiomqtt.MqttError as exc:
+            await _disconnect(client)
+            raise BrokerUnavailable(f"cannot subscribe to {self._out_topic}: {exc}") from exc
+        self._connected.set()
+        return client
+
+    async def publish(self, frame: bytes) -> None:
+        deadline = time.monotonic() + self._settings.broker_grace
+        while True:
+            if self._ended.is_set():
+                raise BrokerUnavailable("the broker channel has ended")
+            if not self._connected.is_set():
+                await self._wait_until_connected(deadline)
+                continue
+            client = self._client
+            assert client is not None
+            try:
+                await client.publish(
+                    self._in_topic,
+                    frame,
+                    qos=self._settings.qos,
+                    properties=self._publish_properties,
+                )
+                return
+            except aiomqtt.MqttError as exc:
+                if time.monotonic() >= deadline:
+                    raise BrokerUnavailable(f"cannot publish to {self._in_topic}: {exc}") from exc
+                # The reader notices a lost connection within milliseconds and reconnects;
+                # until then, wait briefly and retry the same frame (at-least-once).
+                await asyncio.sleep(0.05)
+
+    async def _wait_until_connected(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise BrokerUnavailable("the broker did not come back within the grace period")
+        waiters = {
+            asyncio.create_task(self._connected.wait()),
+            asyncio.create_task(self._ended.wait()),
+        }
+        try:
+            await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _read_loop(self) -> None:
+        client = self._client
+        while client is not None:
+            try:
+                async for message in client.messages:
+                    payload = message.payload
+                    if isinstance(payload, bytes | bytearray):
+                        await self._deliver(bytes(payload))
+            except aiomqtt.MqttError as exc:
+                self._connected.clear()
+                if self._ended.is_set():
+                    return
+                if was_taken_over(exc):
+                    self._end(LinkLost.TAKEN_OVER)
+                    return
+                self._log.warning("broker.channel_lost", error=str(exc))
+                await _disconnect(client)
+                client = await self._reconnect()
+
+    async def _reconnect(self) -> aiomqtt.Client | None:
+        deadline = time.monotonic() + self._settings.broker_grace
+        delays = backoff_delays(initial=0.1, maximum=2.0)
+        while not self._ended.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(min(next(delays), max(0.0, deadline - time.monotonic())))
+            try:
+                client = await self._connect(resume=True)
+            except BrokerUnavailable:
+                continue
+            if self._ended.is_set():
+                await _disconnect(client)
+                return None
+            self._client = client
+            self._metrics.link_reconnects.inc()
+            self._log.info("broker.channel_restored")
+            return client
+        if not self._ended.is_set():
+            self._end(LinkLost.BROKER_UNAVAILABLE)
+        return None
+
+    def _end(self, reason: LinkLost) -> None:
+        self._ended.set()
+        self._metrics.link_lost.labels(reason=reason.value).inc()
+        self._on_lost(reason)
+
+    async def close(self) -> None:
+        self._ended.set()
+        reader = self._reader
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        if self._client is not None and self._connected.is_set():
+            self._connected.clear()
+            await _disconnect(self._client)
+
+
+async def _disconnect(client: aiomqtt.Client) -> None:
+    with contextlib.suppress(aiomqtt.MqttError, paho.WebsocketConnectionError, OSError):
+        await client.__aexit__(None, None, None)

@@ -1,0 +1,72 @@
+"""Keeps one small MQTT connection open to know whether the broker is reachable."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aiomqtt
+import structlog
+
+from gateway.backoff import backoff_delays
+from gateway.links.broker_url import BrokerAddress
+from gateway.links.mqtt_common import make_client
+from gateway.observability import Metrics
+
+log = structlog.get_logger(__name__)
+
+
+class BrokerProbe:
+    def __init__(self, address: BrokerAddress, identifier: str, timeout: float,
+                 keepalive: int, metrics: Metrics) -> None:
+        self._address = address
+        self._identifier = identifier
+        self._timeout = timeout
+        self._keepalive = keepalive
+        self._metrics = metrics
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._connected.is_set()
+
+    async def start(self, wait: float) -> None:
+        """Start probing; wait up to `wait` seconds for the first connection."""
+        self._task = asyncio.create_task(self._run(), name="broker-probe")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), wait)
+        if not self.ready:
+            log.warning("broker.unreachable", host=self._address.host, port=self._address.port)
+
+    async def _run(self) -> None:
+        delays = backoff_delays(initial=0.2, maximum=5.0)
+        while True:
+            client = make_client(self._address, self._identifier, self._timeout, self._keepalive)
+            try:
+                async with client:
+                    self._set_ready(True)
+                    delays = backoff_delays(initial=0.2, maximum=5.0)
+                    # Iterating the (empty) message queue returns only when the link drops.
+                    async for _ in client.messages:
+                        pass
+            except aiomqtt.MqttError as exc:
+                if self.ready:
+                    log.warning("broker.lost", error=str(exc))
+            self._set_ready(False)
+            await asyncio.sleep(next(delays))
+
+    def _set_ready(self, ready: bool) -> None:
+        if ready and not self.ready:
+            log.info("broker.reachable", host=self._address.host, port=self._address.port)
+            self._connected.set()
+        elif not ready:
+            self._connected.clear()
+        self._metrics.link_ready.set(1 if ready else 0)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._set_ready(False)

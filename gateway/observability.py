@@ -1,0 +1,110 @@
+"""Structured logs (structlog) and Prometheus metrics for the gateway."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+def configure_logging(level: str = "INFO", log_format: str = "auto") -> None:
+    """JSON lines in containers (or when asked), coloured key-value lines on a terminal."""
+    numeric_level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    # Libraries log through the standard library: render them the same way, quieter.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                renderer,
+            ],
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(numeric_level, logging.WARNING))
+
+
+class Metrics:
+    """The gateway's Prometheus metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.handshakes = Counter(
+            "ocpp_gateway_handshakes", "Opening handshakes by outcome", ["outcome"], registry=r
+        )
+        self.closes = Counter(
+            "ocpp_gateway_closes", "WebSocket closes initiated by the gateway", ["code"], registry=r
+        )
+        self.connections = Gauge(
+            "ocpp_gateway_connections", "Charge points connected now", registry=r
+        )
+        self.frames = Counter(
+            "ocpp_gateway_frames", "Frames bridged", ["direction"], registry=r
+        )
+        self.frame_bytes = Counter(
+            "ocpp_gateway_frame_bytes", "Bytes of frames bridged", ["direction"], registry=r
+        )
+        self.frames_rejected = Counter(
+            "ocpp_gateway_frames_rejected",
+            "Frames not forwarded, by direction and reason",
+            ["direction", "reason"],
+            registry=r,
+        )
+        self.frames_dropped = Counter(
+            "ocpp_gateway_frames_dropped",
+            "Accepted frames that could not be delivered, by reason",
+            ["direction", "reason"],
+            registry=r,
+        )
+        self.takeovers = Counter(
+            "ocpp_gateway_takeovers",
+            "Connections replaced by a newer one for the same charge point",
+            ["where"],
+            registry=r,
+        )
+        self.link_lost = Counter(
+            "ocpp_gateway_link_lost", "Broker channels lost, by reason", ["reason"], registry=r
+        )
+        self.link_reconnects = Counter(
+            "ocpp_gateway_link_reconnects", "Broker channel reconnects that succeeded", registry=r
+        )
+        self.link_ready = Gauge(
+            "ocpp_gateway_link_ready", "1 when the broker is reachable", registry=r
+        )
+        self.registry_lookups = Counter(
+            "ocpp_gateway_registry_lookups",
+            "Registry answers seen by the handshake",
+            ["result"],
+            registry=r,
+        )
+        self.publish_seconds = Histogram(
+            "ocpp_gateway_publish_seconds",
+            "Time from a CP frame's arrival to the broker's acknowledgement",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,149 @@
+"""OCPP-J framing: is a text frame a well-formed RPC message, and what to answer when not.
+
+OCPP-J messages are JSON arrays: CALL `[2, id, action, payload]`, CALLRESULT `[3, id, payload]`,
+CALLERROR `[4, id, errorCode, errorDescription, errorDetails]`, with ids of at most 36 characters.
+Error codes differ between OCPP 1.6 and 2.0.x, so the answer depends on the subprotocol.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+MAX_MESSAGE_ID_LENGTH = 36
+UNREADABLE_MESSAGE_ID = "-1"
+
+
+class MessageType(IntEnum):
+    CALL = 2
+    CALLRESULT = 3
+    CALLERROR = 4
+
+
+_EXPECTED_LENGTH = {MessageType.CALL: 4, MessageType.CALLRESULT: 3, MessageType.CALLERROR: 5}
+
+# OCPP 2.0.x error code -> OCPP 1.6 error code (1.6 has no RpcFrameworkError, no
+# MessageTypeNotSupported, and spells FormatViolation "FormationViolation").
+_OCPP16_ERROR_CODES = {
+    "RpcFrameworkError": "FormationViolation",
+    "FormatViolation": "FormationViolation",
+    "MessageTypeNotSupported": "NotSupported",
+}
+
+
+@dataclass(frozen=True)
+class FrameProblem:
+    """Why a frame is not forwarded, and whether the sender is owed a CALLERROR.
+
+    Responses (CALLRESULT/CALLERROR) that are malformed are never answered: answering an answer
+    would start an error ping-pong, so they are dropped, logged and counted instead.
+    """
+
+    error_code: str
+    description: str
+    message_id: str
+    answer: bool
+
+
+@dataclass(frozen=True)
+class Frame:
+    message_type: MessageType
+    message_id: str
+    action: str | None
+
+
+def parse_frame(text: str) -> Frame | FrameProblem:
+    """Check a frame's structure; return its envelope, or the problem to report."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return _unreadable("the frame is not valid JSON")
+    if not isinstance(message, list) or not message:
+        return _unreadable("the frame is not a non-empty JSON array")
+    message_type = message[0]
+    message_id = _readable_id(message)
+    if type(message_type) is not int:
+        return _unreadable("the message type is not an integer", message_id)
+    if message_type not in _EXPECTED_LENGTH:
+        return FrameProblem(
+            "MessageTypeNotSupported",
+            f"message type {message_type} is not supported",
+            message_id or UNREADABLE_MESSAGE_ID,
+            answer=True,
+        )
+    kind = MessageType(message_type)
+    is_call = kind is MessageType.CALL
+    if message_id is None:
+        return FrameProblem(
+            "RpcFrameworkError",
+            f"the message id must be a string of 1 to {MAX_MESSAGE_ID_LENGTH} characters",
+            UNREADABLE_MESSAGE_ID,
+            answer=is_call,
+        )
+    problem = _check_fields(kind, message)
+    if problem is not None:
+        return FrameProblem(problem[0], problem[1], message_id, answer=is_call)
+    return Frame(kind, message_id, message[2] if is_call else None)
+
+
+def _check_fields(kind: MessageType, message: list[Any]) -> tuple[str, str] | None:
+    expected = _EXPECTED_LENGTH[kind]
+    if len(message) != expected:
+        return (
+            "RpcFrameworkError",
+            f"a {kind.name} has {expected} elements, this frame has {len(message)}",
+        )
+    if kind is MessageType.CALL:
+        if not isinstance(message[2], str) or not message[2]:
+            return ("RpcFrameworkError", "the action must be a non-empty string")
+        if not isinstance(message[3], dict):
+            return ("FormatViolation", "the payload of a CALL must be a JSON object")
+    elif kind is MessageType.CALLRESULT:
+        if not isinstance(message[2], dict):
+            return ("FormatViolation", "the payload of a CALLRESULT must be a JSON object")
+    elif not (
+        isinstance(message[2], str) and isinstance(message[3], str) and isinstance(message[4], dict)
+    ):
+        return (
+            "FormatViolation",
+            "a CALLERROR is [4, id, errorCode:string, errorDescription:string, errorDetails:object]",
+        )
+    return None
+
+
+def _readable_id(message: list[Any]) -> str | None:
+    if len(message) < 2:
+        return None
+    candidate = message[1]
+    if isinstance(candidate, str) and 0 < len(candidate) <= MAX_MESSAGE_ID_LENGTH:
+        return candidate
+    return None
+
+
+def _unreadable(description: str, message_id: str | None = None) -> FrameProblem:
+    return FrameProblem(
+        "RpcFrameworkError", description, message_id or UNREADABLE_MESSAGE_ID, answer=True
+    )
+
+
+def error_code_for(error_code: str, subprotocol: str | None) -> str:
+    if subprotocol == "ocpp1.6":
+        return _OCPP16_ERROR_CODES.get(error_code, error_code)
+    return error_code
+
+
+def call_error(problem: FrameProblem, subprotocol: str | None) -> str:
+    """The CALLERROR frame answering `problem`, always valid JSON."""
+    return json.dumps(
+        [
+            MessageType.CALLERROR,
+            problem.message_id,
+            error_code_for(problem.error_code, subprotocol),
+            problem.description,
+            {},
+        ],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )

@@ -1,0 +1,208 @@
+"""The gateway's WebSocket server: HTTP policy before the upgrade, then one session per CP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from http import HTTPStatus
+
+import structlog
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from gateway import closes
+from gateway.closes import Close
+from gateway.handshake import (
+    HEALTH_PATH,
+    METRICS_PATH,
+    HandshakeRefused,
+    cp_id_from_path,
+    select_subprotocol,
+)
+from gateway.links.base import Link
+from gateway.observability import Metrics
+from gateway.registry.base import Registry, RegistryUnavailable
+from gateway.session import Session
+from gateway.sessions import SessionTable
+from gateway.settings import Settings, UnknownIdResponse
+
+log = structlog.get_logger(__name__)
+
+LIVENESS_PATH = f"{HEALTH_PATH}/live"
+
+
+class Gateway:
+    def __init__(self, settings: Settings, registry: Registry, link: Link, metrics: Metrics) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.link = link
+        self.metrics = metrics
+        self.sessions = SessionTable()
+        self._server: Server | None = None
+        self._shutting_down = False
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually bound (useful when configured with port 0)."""
+        assert self._server is not None, "the gateway is not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def ready(self) -> bool:
+        return self.link.ready and not self._shutting_down
+
+    async def start(self) -> None:
+        await self.registry.start()
+        await self.link.start()
+        settings = self.settings
+        self._server = await serve(
+            self._handle,
+            settings.host,
+            settings.port,
+            process_request=self._process_request,
+            select_subprotocol=self._select_subprotocol,
+            compression="deflate" if settings.compression else None,
+            max_size=settings.max_frame_bytes,
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
+            open_timeout=settings.open_timeout,
+            close_timeout=settings.close_timeout,
+            server_header=None,
+        )
+        log.info(
+            "gateway.listening",
+            host=settings.host,
+            port=self.port,
+            protocols=settings.protocols,
+            registry=settings.registry.value,
+            link=settings.link_mode.value,
+        )
+
+    async def stop(self) -> None:
+        """Refuse new CPs, close every CP with 1012 so it reconnects elsewhere, then the link."""
+        self._shutting_down = True
+        if self._server is not None:
+            restart = closes.gateway_restarting()
+            log.info("gateway.stopping", connections=len(self.sessions))
+            self._server.close(close_connections=True, code=restart.code, reason=restart.reason)
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), self.settings.shutdown_timeout)
+            except TimeoutError:
+                log.warning("gateway.stop_timeout", seconds=self.settings.shutdown_timeout)
+        await self.link.close()
+        await self.registry.close()
+        log.info("gateway.stopped")
+
+    # -- before the upgrade ---------------------------------------------------------------
+
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        if "upgrade" not in request.headers.get("Connection", "").lower():
+            return self._answer_http(connection, request.path)
+        try:
+            cp_id = cp_id_from_path(request.path, self.settings.path_prefix)
+            await self._admit(cp_id)
+        except HandshakeRefused as refusal:
+            self.metrics.handshakes.labels(outcome=str(refusal.status.value)).inc()
+            log.info("cp.refused", path=request.path, status=refusal.status.value,
+                     reason=refusal.reason)
+            response = connection.respond(refusal.status, refusal.reason + "\n")
+            if refusal.status is HTTPStatus.SERVICE_UNAVAILABLE:
+                response.headers["Retry-After"] = "5"
+            return response
+        return None
+
+    async def _admit(self, cp_id: str) -> None:
+        """Checks that refuse a charge point with an HTTP status, before the upgrade."""
+        if not self.ready:
+            raise HandshakeRefused(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "the gateway cannot reach its message broker; retry later"
+                if not self._shutting_down
+                else "the gateway is shutting down; reconnect",
+            )
+        if len(self.sessions) >= self.settings.max_connections:
+            raise HandshakeRefused(
+                HTTPStatus.SERVICE_UNAVAILABLE, "the gateway is at its connection limit"
+            )
+        if self.settings.unknown_id_response is UnknownIdResponse.HTTP_404:
+            close = await self._registry_refusal(cp_id)
+            if close is not None:
+                status = (
+                    HTTPStatus.NOT_FOUND
+                    if close.code == closes.not_registered(cp_id).code
+                    else HTTPStatus.SERVICE_UNAVAILABLE
+                )
+                raise HandshakeRefused(status, close.reason)
+
+    def _answer_http(self, connection: ServerConnection, path: str) -> Response | None:
+        path = path.partition("?")[0]
+        if path == LIVENESS_PATH:
+            return _json_response(connection, HTTPStatus.OK, {"status": "alive"})
+        if path == HEALTH_PATH:
+            status = HTTPStatus.OK if self.ready else HTTPStatus.SERVICE_UNAVAILABLE
+            return _json_response(
+                connection,
+                status,
+                {
+                    "status": "ready" if status is HTTPStatus.OK else "not ready",
+                    "broker": "reachable" if self.link.ready else "unreachable",
+                    "shutting_down": self._shutting_down,
+                    "connections": len(self.sessions),
+                },
+            )
+        if path == METRICS_PATH:
+            response = connection.respond(HTTPStatus.OK, self.metrics.render().decode())
+            response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+            return response
+        return None  # websockets answers 426 Upgrade Required
+
+    def _select_subprotocol(
+        self, connection: ServerConnection, offered: Sequence[str]
+    ) -> str | None:
+        # Returning None completes the handshake without the header; the handler closes 1002.
+        return select_subprotocol(offered, self.settings.protocols)
+
+    # -- after the upgrade ----------------------------------------------------------------
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        assert connection.request is not None
+        cp_id = cp_id_from_path(connection.request.path, self.settings.path_prefix)
+        subprotocol = connection.subprotocol
+        refusal: Close | None
+        if subprotocol is None:
+            refusal = closes.no_subprotocol(self.settings.protocols)
+        elif self.settings.unknown_id_response is UnknownIdResponse.CLOSE_1008:
+            refusal = await self._registry_refusal(cp_id)
+        else:
+            refusal = None  # already checked before the upgrade
+        if refusal is not None:
+            self.metrics.handshakes.labels(outcome=str(refusal.code)).inc()
+            self.metrics.closes.labels(code=str(refusal.code)).inc()
+            log.info("cp.refused", cp_id=cp_id, code=refusal.code, reason=refusal.reason)
+            await connection.close(refusal.code, refusal.reason)
+            return
+        assert subprotocol is not None
+        self.metrics.handshakes.labels(outcome="accepted").inc()
+        session = Session(connection, cp_id, subprotocol, self.link, self.sessions, self.metrics)
+        await session.run(takeover_wait=self.settings.close_timeout + 1.0)
+
+    async def _registry_refusal(self, cp_id: str) -> Close | None:
+        try:
+            registered = await self.registry.is_registered(cp_id)
+        except RegistryUnavailable as exc:
+            self.metrics.registry_lookups.labels(result="unavailable").inc()
+            log.warning("registry.unavailable", cp_id=cp_id, error=str(exc))
+            return closes.registry_unavailable()
+        self.metrics.registry_lookups.labels(result="registered" if registered else "unknown").inc()
+        return None if registered else closes.not_registered(cp_id)
+
+
+def _json_response(
+    connection: ServerConnection, status: HTTPStatus, body: dict[str, object]
+) -> Response:
+    response = connection.respond(status, json.dumps(body) + "\n")
+    response.headers["Content-Type"] = "application/json"
+    return response

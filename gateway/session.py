@@ -1,0 +1,172 @@
+"""One charge point's session: its WebSocket and its broker channel, pumped both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+
+import structlog
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from gateway import closes
+from gateway.closes import Close
+from gateway.links.base import BrokerUnavailable, Channel, Link, LinkLost
+from gateway.observability import Metrics
+from gateway.ocppj import FrameProblem, call_error, parse_frame
+from gateway.sessions import SessionTable
+
+log = structlog.get_logger(__name__)
+
+_connection_numbers = itertools.count(1)
+
+
+class Session:
+    def __init__(
+        self,
+        websocket: ServerConnection,
+        cp_id: str,
+        subprotocol: str,
+        link: Link,
+        table: SessionTable,
+        metrics: Metrics,
+    ) -> None:
+        self.cp_id = cp_id
+        self.subprotocol = subprotocol
+        self.connection_number = next(_connection_numbers)
+        self._websocket = websocket
+        self._link = link
+        self._table = table
+        self._metrics = metrics
+        self._finished = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+        self._log = log.bind(cp_id=cp_id, connection=self.connection_number)
+
+    async def run(self, takeover_wait: float) -> None:
+        """Serve the charge point until either side ends the session."""
+        previous = self._table.install(self)
+        try:
+            if previous is not None:
+                await previous.yield_to(self, takeover_wait)
+                if not self._table.is_current(self):
+                    return  # an even newer connection replaced this one while it waited
+            await self._serve()
+        finally:
+            self._table.remove(self)
+            self._finished.set()
+
+    async def _serve(self) -> None:
+        try:
+            channel = await self._link.open_channel(
+                self.cp_id, self.subprotocol, self._send_to_cp, self._on_link_lost
+            )
+        except BrokerUnavailable as exc:
+            self._log.warning("cp.refused", reason="broker unavailable", error=str(exc))
+            await self.close(closes.broker_unavailable())
+            return
+        self._metrics.connections.inc()
+        self._log.info("cp.connected", subprotocol=self.subprotocol)
+        started = time.monotonic()
+        try:
+            await self._pump_cp_frames(channel)
+        finally:
+            await channel.close()
+            self._metrics.connections.dec()
+            self._log.info(
+                "cp.disconnected",
+                code=self._websocket.close_code,
+                reason=self._websocket.close_reason,
+                seconds=round(time.monotonic() - started, 3),
+            )
+
+    async def _pump_cp_frames(self, channel: Channel) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for message in self._websocket:
+                if isinstance(message, bytes):
+                    self._metrics.frames_rejected.labels(direction="in", reason="binary").inc()
+                    await self.close(closes.binary_frame())
+                    return
+                frame = parse_frame(message)
+                if isinstance(frame, FrameProblem):
+                    await self._refuse_cp_frame(frame)
+                    continue
+                payload = message.encode()
+                received = time.monotonic()
+                try:
+                    await channel.publish(payload)
+                except BrokerUnavailable as exc:
+                    self._metrics.frames_dropped.labels(
+                        direction="in", reason="broker_unavailable"
+                    ).inc()
+                    self._log.error("frame.dropped", direction="in", error=str(exc))
+                    await self.close(closes.broker_unavailable())
+                    return
+                self._metrics.publish_seconds.observe(time.monotonic() - received)
+                self._metrics.frames.labels(direction="in").inc()
+                self._metrics.frame_bytes.labels(direction="in").inc(len(payload))
+
+    async def _refuse_cp_frame(self, problem: FrameProblem) -> None:
+        self._metrics.frames_rejected.labels(direction="in", reason=problem.error_code).inc()
+        self._log.info(
+            "frame.rejected",
+            direction="in",
+            error_code=problem.error_code,
+            description=problem.description,
+            answered=problem.answer,
+        )
+        if problem.answer:
+            await self._websocket.send(call_error(problem, self.subprotocol))
+
+    async def _send_to_cp(self, payload: bytes) -> None:
+        """Deliver one message from the broker to the charge point, never raising."""
+        try:
+            text = payload.decode()
+        except UnicodeDecodeError:
+            self._drop_outbound("invalid_utf8", "the message is not valid UTF-8 text")
+            return
+        frame = parse_frame(text)
+        if isinstance(frame, FrameProblem):
+            self._drop_outbound("malformed", frame.description)
+            return
+        try:
+            await self._websocket.send(text)
+        except ConnectionClosed:
+            self._drop_outbound("cp_disconnected", "the charge point is no longer connected")
+            return
+        self._metrics.frames.labels(direction="out").inc()
+        self._metrics.frame_bytes.labels(direction="out").inc(len(payload))
+
+    def _drop_outbound(self, reason: str, description: str) -> None:
+        self._metrics.frames_dropped.labels(direction="out", reason=reason).inc()
+        self._log.warning("frame.dropped", direction="out", reason=reason, description=description)
+
+    def _on_link_lost(self, reason: LinkLost) -> None:
+        if reason is LinkLost.TAKEN_OVER:
+            self._metrics.takeovers.labels(where="other_gateway").inc()
+            self._log.info("cp.taken_over", by="another gateway")
+            close = closes.taken_over_by_other_gateway()
+        else:
+            self._log.error("cp.closed", reason="broker unavailable past the grace period")
+            close = closes.broker_unavailable()
+        self._in_background(self.close(close))
+
+    async def yield_to(self, newer: Session, wait: float) -> None:
+        """Close this session for a newer connection of the same CP and wait for its teardown."""
+        self._metrics.takeovers.labels(where="this_gateway").inc()
+        self._log.info("cp.replaced", by_connection=newer.connection_number)
+        self._in_background(self.close(closes.replaced_by_newer_connection()))
+        try:
+            await asyncio.wait_for(self._finished.wait(), wait)
+        except TimeoutError:
+            self._log.warning("cp.replace_slow", waited=wait)
+
+    async def close(self, close: Close) -> None:
+        self._metrics.closes.labels(code=str(close.code)).inc()
+        await self._websocket.close(close.code, close.reason)
+
+    def _in_background(self, coroutine: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

@@ -1,0 +1,71 @@
+import json
+
+import pytest
+
+from gateway.ocppj import Frame, FrameProblem, MessageType, call_error, parse_frame
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "message_id", "action"),
+    [
+        ('[2,"1","BootNotification",{}]', MessageType.CALL, "1", "BootNotification"),
+        ('[3,"abc",{"currentTime":"x"}]', MessageType.CALLRESULT, "abc", None),
+        ('[4,"abc","NotImplemented","",{}]', MessageType.CALLERROR, "abc", None),
+        ('[2,"' + "i" * 36 + '","Heartbeat",{}]', MessageType.CALL, "i" * 36, "Heartbeat"),
+        ('[2,"ü","Datentransfer",{"text":"Grüße"}]', MessageType.CALL, "ü", "Datentransfer"),
+    ],
+)
+def test_well_formed_frames(text: str, kind: MessageType, message_id: str, action: str | None) -> None:
+    assert parse_frame(text) == Frame(kind, message_id, action)
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "message_id", "answer"),
+    [
+        ("not json", "RpcFrameworkError", "-1", True),
+        ("{}", "RpcFrameworkError", "-1", True),
+        ("[]", "RpcFrameworkError", "-1", True),
+        ('"text"', "RpcFrameworkError", "-1", True),
+        ('["2","7","Heartbeat",{}]', "RpcFrameworkError", "7", True),
+        ("[true,\"7\",\"Heartbeat\",{}]", "RpcFrameworkError", "7", True),
+        ('[2,7,"Heartbeat",{}]', "RpcFrameworkError", "-1", True),
+        ('[2,"","Heartbeat",{}]', "RpcFrameworkError", "-1", True),
+        ('[2,"' + "i" * 37 + '","Heartbeat",{}]', "RpcFrameworkError", "-1", True),
+        ('[2,"7","Heartbeat"]', "RpcFrameworkError", "7", True),
+        ('[2,"7",5,{}]', "RpcFrameworkError", "7", True),
+        ('[2,"7","Heartbeat",[]]', "FormatViolation", "7", True),
+        ('[5,"7",{}]', "MessageTypeNotSupported", "7", True),
+        ('[6,"7","Notify",{}]', "MessageTypeNotSupported", "7", True),
+        ('[3,"7"]', "RpcFrameworkError", "7", False),
+        ('[3,"7",[]]', "FormatViolation", "7", False),
+        ('[4,"7","NotImplemented"]', "RpcFrameworkError", "7", False),
+        ('[4,"7",1,"",{}]', "FormatViolation", "7", False),
+    ],
+)
+def test_malformed_frames(text: str, code: str, message_id: str, answer: bool) -> None:
+    problem = parse_frame(text)
+    assert isinstance(problem, FrameProblem)
+    assert (problem.error_code, problem.message_id, problem.answer) == (code, message_id, answer)
+    assert problem.description
+
+
+def test_call_error_is_valid_ocpp_json() -> None:
+    problem = parse_frame('[2,"id-ü","X",[]]')
+    assert isinstance(problem, FrameProblem)
+    frame = json.loads(call_error(problem, "ocpp2.0.1"))
+    assert frame == [4, "id-ü", "FormatViolation", problem.description, {}]
+    assert isinstance(parse_frame(call_error(problem, "ocpp2.0.1")), Frame)
+
+
+@pytest.mark.parametrize(
+    ("text", "code_16"),
+    [
+        ("garbage", "FormationViolation"),
+        ('[2,"7","X",[]]', "FormationViolation"),
+        ('[9,"7"]', "NotSupported"),
+    ],
+)
+def test_ocpp16_error_codes(text: str, code_16: str) -> None:
+    problem = parse_frame(text)
+    assert isinstance(problem, FrameProblem)
+    assert json.loads(call_error(problem, "ocpp1.6"))[2] == code_16
