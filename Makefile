@@ -1,0 +1,46 @@
+# Everyday commands. `make run` brings up the local stack; `make test` runs the test suite.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: help venv install run test test-fast lint typecheck format clean
+
+help:
+	@echo "make run        local stack: mosquitto + processor + gateway on ws://localhost:8080"
+	@echo "make test       install what the tests need, then run the whole suite"
+	@echo "make test-fast  unit tests only"
+	@echo "make lint       ruff + mypy"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+venv: $(BIN)/python
+
+install: venv
+	$(BIN)/pip install --quiet -e ".[dev]"
+
+run:
+	./scripts/local-stack.sh
+
+test: install
+	./scripts/install-test-tools.sh
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check gateway processor simulator
+	$(BIN)/mypy
+
+typecheck: install
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format gateway processor simulator tests
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .run *.egg-info

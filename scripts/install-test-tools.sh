@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the system tools the test suite talks to, when they are missing.
+set -euo pipefail
+
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ -z "${APT_UPDATED:-}" ]; then
+    $sudo apt-get update -qq
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+  echo "installing mosquitto" >&2
+  apt_install mosquitto
+fi

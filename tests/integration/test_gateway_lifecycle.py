@@ -1,0 +1,91 @@
+"""Broker restarts and outages, and shutting the gateway down with SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.support.gateway import GatewayProcess, running_gateway, ws_url
+from tests.support.mosquitto import MosquittoProcess
+from tests.support.mqtt import mqtt_peer
+from tests.support.waiting import until
+
+pytestmark = pytest.mark.integration
+
+
+async def test_broker_restart_within_grace_keeps_the_session(
+    private_broker: MosquittoProcess,
+) -> None:
+    async with running_gateway(private_broker.url, broker_grace=8.0) as gw:
+        ws = await connect(ws_url(gw), subprotocols=["ocpp2.0.1"])  # type: ignore[list-item]
+        async with mqtt_peer(private_broker.url, "+/in") as csms:
+            await ws.send('[2,"before","Heartbeat",{}]')
+            await csms.next()
+        await asyncio.to_thread(private_broker.restart)
+        # Sent while the broker is (re)starting: held and delivered after the reconnect.
+        await ws.send('[2,"during","Heartbeat",{}]')
+        async with mqtt_peer(private_broker.url, "+/in") as csms:
+            await ws.send('[2,"after","Heartbeat",{}]')
+            payloads = [(await csms.next(timeout=15)).payload for _ in range(2)]
+            # "during" may have reached the broker before this peer subscribed; "after" must not be lost.
+            assert b'[2,"after","Heartbeat",{}]' in payloads
+            await csms.publish("CP1/out", '[3,"after",{}]')
+            assert await asyncio.wait_for(ws.recv(), 10) == '[3,"after",{}]'
+        assert ws.close_code is None
+        await ws.close()
+        metrics = gw.metrics.render().decode()
+        assert "ocpp_gateway_link_reconnects_total 1.0" in metrics
+
+
+async def test_broker_gone_past_grace_closes_1011_then_recovers(
+    private_broker: MosquittoProcess,
+) -> None:
+    async with running_gateway(private_broker.url, broker_grace=1.0) as gw:
+        ws = await connect(ws_url(gw), subprotocols=["ocpp2.0.1"])  # type: ignore[list-item]
+        await until(lambda: len(gw.sessions) == 1, what="the session")
+        await asyncio.to_thread(private_broker.stop)
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 15)
+        assert ws.close_code == 1011
+        await until(lambda: not gw.ready, what="readiness to drop")
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(ws_url(gw), subprotocols=["ocpp2.0.1"])  # type: ignore[list-item]
+        assert refused.value.response.status_code == 503
+        await asyncio.to_thread(private_broker.start)
+        await until(lambda: gw.ready, timeout=20, what="readiness to return")
+        async with (
+            mqtt_peer(private_broker.url, "+/in") as csms,
+            connect(ws_url(gw), subprotocols=["ocpp2.0.1"]) as again,  # type: ignore[list-item]
+        ):
+            await again.send('[2,"back","Heartbeat",{}]')
+            assert (await csms.next(timeout=10)).payload == b'[2,"back","Heartbeat",{}]'
+        metrics = gw.metrics.render().decode()
+        assert 'ocpp_gateway_link_lost_total{reason="broker_unavailable"} 1.0' in metrics
+        assert 'ocpp_gateway_closes_total{code="1011"} 1.0' in metrics
+
+
+async def test_sigterm_closes_cps_with_1012_and_exits_cleanly(broker: MosquittoProcess) -> None:
+    process = GatewayProcess(broker.url, GATEWAY_SHUTDOWN_TIMEOUT="5")
+    process.start()
+    try:
+        sockets = [
+            await connect(process.url(cp_id), subprotocols=["ocpp2.0.1"])  # type: ignore[list-item]
+            for cp_id in ("CP1", "CP2")
+        ]
+        for ws in sockets:
+            await ws.send('[2,"1","Heartbeat",{}]')
+        await asyncio.sleep(0.2)
+        exit_code = await asyncio.to_thread(process.terminate, 10)
+        assert exit_code == 0, process.log()
+        for ws in sockets:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+            assert ws.close_code == 1012
+        events = [json.loads(line)["event"] for line in process.log().splitlines() if line.startswith("{")]
+        assert "gateway.stopped" in events
+    finally:
+        process.stop()
