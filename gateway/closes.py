@@ -20,35 +20,34 @@ class Close:
 
 def replaced_by_newer_connection() -> Close:
     # Empty reason: this is exactly what users of the gateway see today (`code: 1000, reason: ""`).
-    return Close(CloseCode.NORMAL_CLOSURE, "")
+    return Close(int(CloseCode.NORMAL_CLOSURE), "")
 
 
 def taken_over_by_other_gateway() -> Close:
-    return Close(CloseCode.NORMAL_CLOSURE, "")
+    return Close(int(CloseCode.NORMAL_CLOSURE), "")
 
 
 def no_subprotocol(supported: Sequence[str]) -> Close:
-    return Close(
-        CloseCode.PROTOCOL_ERROR,
+    return Close(int(CloseCode.PROTOCOL_ERROR),
         "no supported OCPP subprotocol offered; supported: " + ", ".join(supported),
     )
 
 
 def not_registered(cp_id: str) -> Close:
-    return Close(CloseCode.POLICY_VIOLATION, f"Charge Point {cp_id} not registered as an IoT Thing")
+    return Close(int(CloseCode.POLICY_VIOLATION), f"Charge Point {cp_id} not registered as an IoT Thing")
 
 
 def registry_unavailable() -> Close:
-    return Close(CloseCode.TRY_AGAIN_LATER, "charge point registry unavailable; retry later")
+    return Close(int(CloseCode.TRY_AGAIN_LATER), "charge point registry unavailable; retry later")
 
 
 def binary_frame() -> Close:
-    return Close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported; OCPP-J uses text")
+    return Close(int(CloseCode.UNSUPPORTED_DATA), "binary frames are not supported; OCPP-J uses text")
 
 
 def broker_unavailable() -> Close:
-    return Close(CloseCode.INTERNAL_ERROR, "message broker unavailable; retry later")
+    return Close(int(CloseCode.INTERNAL_ERROR), "message broker unavailable; retry later")
 
 
 def gateway_restarting() -> Close:
-    return Close(CloseCode.SERVICE_RESTART, "gateway restarting; reconnect")
+    return Close(int(CloseCode.SERVICE_RESTART), "gateway restarting; reconnect")
