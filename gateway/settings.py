@@ -66,6 +66,15 @@ class Settings(BaseSettings):
     registry_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
     registry_positive_ttl: float = 300.0
     registry_negative_ttl: float = 30.0
+    registry_file_poll_interval: float = Field(
+        1.0, gt=0, description="seconds between checks of the registry file for changes"
+    )
+    registry_max_concurrency: int = Field(
+        16, ge=1, description="aws-iot: DescribeThing calls in flight at once, at most"
+    )
+    aws_endpoint_url: str | None = Field(
+        None, description="aws-iot: AWS endpoint for registry lookups, e.g. a local emulator"
+    )
     unknown_id_response: UnknownIdResponse = UnknownIdResponse.CLOSE_1008
 
     # Broker

@@ -9,6 +9,10 @@ class RegistryUnavailable(Exception):
     """The registry could not answer for this id; the charge point should retry later."""
 
 
+class RegistryMisconfigured(Exception):
+    """The registry cannot start with this configuration; the message says what to change."""
+
+
 class Registry(Protocol):
     """Answers whether a charge point id is registered (an IoT Thing, a line in a file, ...).
 

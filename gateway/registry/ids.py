@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 MAX_CP_ID_LENGTH = 48
-_VALID_CP_ID = re.compile(r"[A-Za-z0-9*\-_=|@.]{1,%d}" % MAX_CP_ID_LENGTH)
+_VALID_CP_ID = re.compile(rf"[A-Za-z0-9*\-_=|@.]{{1,{MAX_CP_ID_LENGTH}}}")
 
 
 def is_valid_cp_id(cp_id: str) -> bool:

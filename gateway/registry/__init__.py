@@ -1,0 +1,65 @@
+"""Which charge point ids may connect.
+
+`build_registry(settings)` returns the backend named by `GATEWAY_REGISTRY`:
+
+- `file` (default): ids in a local file (`GATEWAY_REGISTRY_FILE`), picked up when it changes;
+  edit it with `ocpp-things`.
+- `static`: the ids in `GATEWAY_REGISTRY_IDS=CP1,CP2`.
+- `allow-all`: every id; for development only.
+- `aws-iot`: the AWS IoT Thing registry (`iot:DescribeThing`), cached; needs boto3
+  (`pip install 'ocpp-mqtt-gateway[aws]'`).
+"""
+
+from __future__ import annotations
+
+from gateway.registry.allow_all import AllowAllRegistry
+from gateway.registry.base import Registry, RegistryMisconfigured, RegistryUnavailable
+from gateway.registry.cache import RegistryCache
+from gateway.registry.file import FileRegistry
+from gateway.registry.ids import is_valid_cp_id
+from gateway.registry.static import StaticRegistry
+from gateway.settings import RegistryBackend, Settings
+
+__all__ = [
+    "AllowAllRegistry",
+    "FileRegistry",
+    "Registry",
+    "RegistryCache",
+    "RegistryMisconfigured",
+    "RegistryUnavailable",
+    "StaticRegistry",
+    "build_registry",
+    "is_valid_cp_id",
+]
+
+
+def build_registry(settings: Settings) -> Registry:
+    backend = settings.registry
+    if backend is RegistryBackend.FILE:
+        return FileRegistry(
+            settings.registry_file, poll_interval=settings.registry_file_poll_interval
+        )
+    if backend is RegistryBackend.STATIC:
+        return StaticRegistry(settings.registry_ids)
+    if backend is RegistryBackend.ALLOW_ALL:
+        return AllowAllRegistry()
+    if backend is RegistryBackend.AWS_IOT:
+        return _aws_iot_registry(settings)
+    raise RegistryMisconfigured(f"unknown registry backend {backend!r}")
+
+
+def _aws_iot_registry(settings: Settings) -> Registry:
+    # boto3 is an optional dependency: imported only when this backend is chosen.
+    try:
+        from gateway.registry.aws_iot import AwsIotRegistry
+    except ImportError as exc:
+        raise RegistryMisconfigured(
+            f"GATEWAY_REGISTRY=aws-iot needs boto3 ({exc}): pip install 'ocpp-mqtt-gateway[aws]'"
+        ) from exc
+    return AwsIotRegistry(
+        region=settings.aws_region,
+        endpoint_url=settings.aws_endpoint_url,
+        positive_ttl=settings.registry_positive_ttl,
+        negative_ttl=settings.registry_negative_ttl,
+        max_concurrency=settings.registry_max_concurrency,
+    )

@@ -1,0 +1,172 @@
+"""Remembered registry answers: separate lifetimes for "yes" and "no", one lookup in flight per
+key, and the last "yes" kept for when the backend fails.
+
+`RegistryCache` does no I/O of its own: it is given the backend's lookup coroutine function and
+a clock, so any backend that asks a remote service can reuse it and tests can drive time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import structlog
+
+from gateway.registry.base import RegistryUnavailable
+
+log = structlog.get_logger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+
+DEFAULT_MAX_NEGATIVE_ENTRIES = 100_000
+
+
+@dataclass
+class CacheStats:
+    """Counters for metrics and logs; they only ever grow."""
+
+    hits: int = 0
+    lookups: int = 0
+    shared: int = 0
+    stale_answers: int = 0
+    errors: int = 0
+
+
+class RegistryCache(Generic[K]):
+    """Caches `lookup(key) -> bool` answers.
+
+    - A "yes" is trusted for `positive_ttl` seconds, a "no" for `negative_ttl` seconds.
+    - Concurrent `is_registered(key)` calls for the same key share a single lookup.
+    - When a lookup raises, a key that was answered "yes" before (even long expired) is
+      answered "yes" again, and the failure is logged; any other key raises
+      `RegistryUnavailable`. Failures are not cached: the next call looks up again.
+    - "No" answers are bounded to `max_negative_entries` (oldest dropped first), so a flood of
+      unknown ids cannot grow memory without limit. "Yes" answers are bounded by the number of
+      registered charge points.
+    """
+
+    def __init__(
+        self,
+        lookup: Callable[[K], Awaitable[bool]],
+        *,
+        positive_ttl: float,
+        negative_ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_negative_entries: int = DEFAULT_MAX_NEGATIVE_ENTRIES,
+    ) -> None:
+        if positive_ttl < 0 or negative_ttl < 0:
+            raise ValueError(
+                f"registry cache lifetimes must be >= 0 seconds, got positive_ttl={positive_ttl} "
+                f"and negative_ttl={negative_ttl}"
+            )
+        if max_negative_entries < 1:
+            raise ValueError(f"max_negative_entries must be >= 1, got {max_negative_entries}")
+        self._lookup = lookup
+        self._positive_ttl = positive_ttl
+        self._negative_ttl = negative_ttl
+        self._clock = clock
+        self._max_negative_entries = max_negative_entries
+        # key -> time the answer expires. Expired "yes" entries are kept: they are what makes
+        # stale answers possible during an outage. "No" entries are in insertion order, which is
+        # also expiry order because they all share one lifetime.
+        self._registered_until: dict[K, float] = {}
+        self._unknown_until: dict[K, float] = {}
+        self._in_flight: dict[K, asyncio.Task[bool]] = {}
+        self.stats = CacheStats()
+
+    async def is_registered(self, key: K) -> bool:
+        cached = self.cached_answer(key)
+        if cached is not None:
+            self.stats.hits += 1
+            return cached
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._look_up(key), name=f"registry-lookup-{key}")
+            self._in_flight[key] = task
+            task.add_done_callback(lambda done: self._lookup_done(key, done))
+        else:
+            self.stats.shared += 1
+        # Shielded: a caller that gives up (handshake timeout) must not cancel the lookup that
+        # other callers of the same key are waiting for.
+        return await asyncio.shield(task)
+
+    def cached_answer(self, key: K) -> bool | None:
+        """The unexpired answer for `key`, or None when a lookup is needed."""
+        now = self._clock()
+        registered_until = self._registered_until.get(key)
+        if registered_until is not None and now < registered_until:
+            return True
+        self._drop_expired_unknown(now)
+        unknown_until = self._unknown_until.get(key)
+        if unknown_until is not None and now < unknown_until:
+            return False
+        return None
+
+    def was_registered(self, key: K) -> bool:
+        """Whether `key` was answered "yes" at some point and not "no" since."""
+        return key in self._registered_until
+
+    def forget(self, key: K) -> None:
+        """Drop what is known about `key`; the next call looks it up."""
+        self._registered_until.pop(key, None)
+        self._unknown_until.pop(key, None)
+
+    async def close(self) -> None:
+        """Cancel the lookups in flight; their callers get `CancelledError`."""
+        tasks = list(self._in_flight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _look_up(self, key: K) -> bool:
+        self.stats.lookups += 1
+        try:
+            registered = await self._lookup(key)
+        except Exception as exc:
+            self.stats.errors += 1
+            if self.was_registered(key):
+                self.stats.stale_answers += 1
+                log.warning("registry.stale_answer", cp_id=str(key), answer=True, error=str(exc))
+                return True
+            if isinstance(exc, RegistryUnavailable):
+                raise
+            raise RegistryUnavailable(f"registry lookup of {key} failed: {exc}") from exc
+        self._remember(key, registered)
+        return registered
+
+    def _remember(self, key: K, registered: bool) -> None:
+        now = self._clock()
+        if registered:
+            self._unknown_until.pop(key, None)
+            self._registered_until[key] = now + self._positive_ttl
+            return
+        self._registered_until.pop(key, None)
+        self._unknown_until.pop(key, None)  # re-inserted at the end: keeps expiry order
+        while len(self._unknown_until) >= self._max_negative_entries:
+            del self._unknown_until[next(iter(self._unknown_until))]
+        self._unknown_until[key] = now + self._negative_ttl
+
+    def _drop_expired_unknown(self, now: float) -> None:
+        for key, until in _first(self._unknown_until, 64):
+            if until > now:
+                break
+            del self._unknown_until[key]
+
+    def _lookup_done(self, key: K, task: asyncio.Task[bool]) -> None:
+        if self._in_flight.get(key) is task:
+            del self._in_flight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here so an error nobody awaited is not reported twice
+
+
+def _first(entries: dict[K, float], count: int) -> list[tuple[K, float]]:
+    """The `count` oldest entries, without walking the whole dict."""
+    oldest: list[tuple[K, float]] = []
+    for item in entries.items():
+        if len(oldest) == count:
+            break
+        oldest.append(item)
+    return oldest

@@ -1,0 +1,166 @@
+"""`FileRegistry`: charge point ids from a local file, picked up when the file changes.
+
+The file holds one id per line; surrounding whitespace, blank lines and lines starting with
+`#` are ignored. A line may carry more after the id, separated by whitespace: it is reserved for
+credentials and ignored for now. `ocpp-things` edits the file safely::
+
+    # Charge points allowed to connect
+    CP1
+    CP2   anything after the id is ignored
+
+Lines whose id is not a valid charge point id are skipped with a warning naming the line; the
+other ids still load.
+
+The file is checked at most once per `poll_interval` seconds by a background task that compares
+its inode, size and modification time; it is read again only when those change, never per
+lookup. A missing file means no ids (with one warning) until it appears. If the file later
+disappears or cannot be read, the last good set of ids is kept and the problem is logged once.
+Replace the file atomically (write a temporary file, then rename it) so the gateway never reads
+a half-written version; `ocpp-things` does this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from gateway.registry.things_file import ParsedThings, parse_things
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_POLL_INTERVAL = 1.0
+MAX_LOGGED_PROBLEMS = 20
+
+
+@dataclass(frozen=True)
+class FileVersion:
+    """What identifies one version of the file without reading it."""
+
+    device: int
+    inode: int
+    size: int
+    modified_ns: int
+    changed_ns: int
+
+    @classmethod
+    def of(cls, stat: os.stat_result) -> FileVersion:
+        return cls(stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+class FileRegistry:
+    def __init__(self, path: Path | str, *, poll_interval: float = DEFAULT_POLL_INTERVAL) -> None:
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval}")
+        self.path = Path(path)
+        self.poll_interval = poll_interval
+        self._ids: frozenset[str] = frozenset()
+        self._loaded: FileVersion | None = None
+        self._failed: FileVersion | None = None
+        self._problem: str | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def ids(self) -> frozenset[str]:
+        return self._ids
+
+    async def start(self) -> None:
+        await self.reload_if_changed()
+        self._watcher = asyncio.create_task(self._watch(), name=f"registry-file-{self.path}")
+
+    async def is_registered(self, cp_id: str) -> bool:
+        return cp_id in self._ids
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+
+    async def reload_if_changed(self) -> bool:
+        """Read the file again if it changed since the last load; True when new ids were loaded."""
+        try:
+            version = FileVersion.of(os.stat(self.path))
+        except FileNotFoundError:
+            self._report_problem("missing")
+            return False
+        except OSError as exc:
+            self._report_problem(f"unreadable: {exc}")
+            return False
+        if version in (self._loaded, self._failed):
+            return False
+        try:
+            version, text = await asyncio.to_thread(_read, self.path)
+        except FileNotFoundError:
+            self._report_problem("missing")
+            return False
+        except (OSError, UnicodeDecodeError) as exc:
+            self._failed = version
+            self._report_problem(f"unreadable: {exc}")
+            return False
+        self._load(version, parse_things(text))
+        return True
+
+    def _load(self, version: FileVersion, parsed: ParsedThings) -> None:
+        previous = self._ids
+        self._ids = parsed.ids
+        self._loaded = version
+        self._failed = None
+        self._problem = None
+        for problem in parsed.problems[:MAX_LOGGED_PROBLEMS]:
+            log.warning(
+                "registry.file_line_skipped",
+                path=str(self.path),
+                line=problem.line_number,
+                text=problem.text[:80],
+                reason=problem.reason,
+            )
+        log.info(
+            "registry.file_loaded",
+            path=str(self.path),
+            ids=len(parsed.ids),
+            added=len(parsed.ids - previous),
+            removed=len(previous - parsed.ids),
+            skipped_lines=len(parsed.problems),
+        )
+
+    def _report_problem(self, problem: str) -> None:
+        if problem == self._problem:
+            return
+        self._problem = problem
+        if self._loaded is None:
+            log.warning(
+                "registry.file_not_loaded",
+                path=str(self.path),
+                problem=problem,
+                ids=0,
+                hint="every charge point is refused until the file can be read; "
+                "create it with `ocpp-things add <cpId>`",
+            )
+        else:
+            log.warning(
+                "registry.file_kept_last_good",
+                path=str(self.path),
+                problem=problem,
+                ids=len(self._ids),
+            )
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await self.reload_if_changed()
+            except Exception:  # the watcher must outlive any surprise; the last good set stays
+                log.exception("registry.file_check_failed", path=str(self.path))
+
+
+def _read(path: Path) -> tuple[FileVersion, str]:
+    # The version comes from the open file, so it always matches the text that was read.
+    with path.open(encoding="utf-8-sig") as file:
+        version = FileVersion.of(os.fstat(file.fileno()))
+        return version, file.read()
