@@ -28,13 +28,16 @@ def taken_over_by_other_gateway() -> Close:
 
 
 def no_subprotocol(supported: Sequence[str]) -> Close:
-    return Close(int(CloseCode.PROTOCOL_ERROR),
+    return Close(
+        int(CloseCode.PROTOCOL_ERROR),
         "no supported OCPP subprotocol offered; supported: " + ", ".join(supported),
     )
 
 
 def not_registered(cp_id: str) -> Close:
-    return Close(int(CloseCode.POLICY_VIOLATION), f"Charge Point {cp_id} not registered as an IoT Thing")
+    return Close(
+        int(CloseCode.POLICY_VIOLATION), f"Charge Point {cp_id} not registered as an IoT Thing"
+    )
 
 
 def registry_unavailable() -> Close:
@@ -42,7 +45,9 @@ def registry_unavailable() -> Close:
 
 
 def binary_frame() -> Close:
-    return Close(int(CloseCode.UNSUPPORTED_DATA), "binary frames are not supported; OCPP-J uses text")
+    return Close(
+        int(CloseCode.UNSUPPORTED_DATA), "binary frames are not supported; OCPP-J uses text"
+    )
 
 
 def broker_unavailable() -> Close:

@@ -60,9 +60,7 @@ class Metrics:
         self.connections = Gauge(
             "ocpp_gateway_connections", "Charge points connected now", registry=r
         )
-        self.frames = Counter(
-            "ocpp_gateway_frames", "Frames bridged", ["direction"], registry=r
-        )
+        self.frames = Counter("ocpp_gateway_frames", "Frames bridged", ["direction"], registry=r)
         self.frame_bytes = Counter(
             "ocpp_gateway_frame_bytes", "Bytes of frames bridged", ["direction"], registry=r
         )

@@ -108,7 +108,8 @@ def _check_fields(kind: MessageType, message: list[Any]) -> tuple[str, str] | No
     ):
         return (
             "FormatViolation",
-            "a CALLERROR is [4, id, errorCode:string, errorDescription:string, errorDetails:object]",
+            "a CALLERROR is [4, id, errorCode, errorDescription, errorDetails] "
+            "with two strings and an object",
         )
     return None
 

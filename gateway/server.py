@@ -10,6 +10,7 @@ from http import HTTPStatus
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from gateway import closes
 from gateway.closes import Close
@@ -33,7 +34,9 @@ LIVENESS_PATH = f"{HEALTH_PATH}/live"
 
 
 class Gateway:
-    def __init__(self, settings: Settings, registry: Registry, link: Link, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, registry: Registry, link: Link, metrics: Metrics
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.link = link
@@ -106,8 +109,9 @@ class Gateway:
             await self._admit(cp_id)
         except HandshakeRefused as refusal:
             self.metrics.handshakes.labels(outcome=str(refusal.status.value)).inc()
-            log.info("cp.refused", path=request.path, status=refusal.status.value,
-                     reason=refusal.reason)
+            log.info(
+                "cp.refused", path=request.path, status=refusal.status.value, reason=refusal.reason
+            )
             response = connection.respond(refusal.status, refusal.reason + "\n")
             if refusal.status is HTTPStatus.SERVICE_UNAVAILABLE:
                 response.headers["Retry-After"] = "5"
@@ -155,15 +159,16 @@ class Gateway:
             )
         if path == METRICS_PATH:
             response = connection.respond(HTTPStatus.OK, self.metrics.render().decode())
-            response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+            _replace_header(response, "Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             return response
         return None  # websockets answers 426 Upgrade Required
 
     def _select_subprotocol(
-        self, connection: ServerConnection, offered: Sequence[str]
-    ) -> str | None:
+        self, connection: ServerConnection, offered: Sequence[Subprotocol]
+    ) -> Subprotocol | None:
         # Returning None completes the handshake without the header; the handler closes 1002.
-        return select_subprotocol(offered, self.settings.protocols)
+        selected = select_subprotocol(offered, self.settings.protocols)
+        return Subprotocol(selected) if selected is not None else None
 
     # -- after the upgrade ----------------------------------------------------------------
 
@@ -204,5 +209,11 @@ def _json_response(
     connection: ServerConnection, status: HTTPStatus, body: dict[str, object]
 ) -> Response:
     response = connection.respond(status, json.dumps(body) + "\n")
-    response.headers["Content-Type"] = "application/json"
+    _replace_header(response, "Content-Type", "application/json")
     return response
+
+
+def _replace_header(response: Response, name: str, value: str) -> None:
+    # websockets' Headers is a multidict: assignment alone would add a second value.
+    del response.headers[name]
+    response.headers[name] = value

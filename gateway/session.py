@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import itertools
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
 from websockets.asyncio.server import ServerConnection
@@ -166,7 +168,7 @@ class Session:
         self._metrics.closes.labels(code=str(close.code)).inc()
         await self._websocket.close(close.code, close.reason)
 
-    def _in_background(self, coroutine: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+    def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -16,8 +16,9 @@ from gateway.links.broker_url import BrokerAddress
 SESSION_TAKEN_OVER = 0x8E
 
 
-def make_client(address: BrokerAddress, identifier: str, timeout: float, keepalive: int,
-                **options: Any) -> aiomqtt.Client:
+def make_client(
+    address: BrokerAddress, identifier: str, timeout: float, keepalive: int, **options: Any
+) -> aiomqtt.Client:
     tls_context = ssl.create_default_context() if address.tls else None
     return aiomqtt.Client(
         hostname=address.host,

@@ -2,8 +2,14 @@
 
 With the CP's own client id, IoT policies and lifecycle events work per charge point, and the
 broker itself enforces one connection per CP across gateway replicas: when another replica
-connects the same client id, this channel is told "session taken over" and gives the CP up
-without ever reconnecting (reconnecting would take the CP back and start a tug of war).
+connects the same client id, the broker drops this channel's connection. The channel then gives
+the CP up without ever reconnecting (reconnecting would take the CP back and start a tug of war).
+
+Brokers that speak MQTT 5 fully say why with DISCONNECT "session taken over" (0x8E); Mosquitto 2.0
+just closes the socket. So a drop without that reason code is classified by the gateway's probe
+connection: if the probe stayed connected, the broker is fine and only this CP's connection was
+dropped, which means another client took its identity; if the probe was lost too, the broker
+went away and the channel reconnects within the grace period.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from gateway.observability import Metrics
 from gateway.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+TAKEOVER_CHECK_DELAY = 0.25
+BROKER_LOSS_WINDOW = 2.0
 
 
 class PerCpLink:
@@ -53,7 +62,14 @@ class PerCpLink:
         self, cp_id: str, subprotocol: str, deliver: Deliver, on_lost: OnLost
     ) -> Channel:
         channel = PerCpChannel(
-            self._address, self._settings, self._metrics, cp_id, subprotocol, deliver, on_lost
+            self._address,
+            self._settings,
+            self._metrics,
+            self._probe,
+            cp_id,
+            subprotocol,
+            deliver,
+            on_lost,
         )
         await channel.open()
         return channel
@@ -68,6 +84,7 @@ class PerCpChannel:
         address: BrokerAddress,
         settings: Settings,
         metrics: Metrics,
+        probe: BrokerProbe,
         cp_id: str,
         subprotocol: str,
         deliver: Deliver,
@@ -76,6 +93,7 @@ class PerCpChannel:
         self._address = address
         self._settings = settings
         self._metrics = metrics
+        self._probe = probe
         self._cp_id = cp_id
         self._deliver = deliver
         self._on_lost = on_lost
@@ -168,12 +186,20 @@ class PerCpChannel:
                 self._connected.clear()
                 if self._ended.is_set():
                     return
-                if was_taken_over(exc):
+                if await self._was_taken_over(exc):
+                    await _disconnect(client)
                     self._end(LinkLost.TAKEN_OVER)
                     return
                 self._log.warning("broker.channel_lost", error=str(exc))
                 await _disconnect(client)
                 client = await self._reconnect()
+
+    async def _was_taken_over(self, error: aiomqtt.MqttError) -> bool:
+        if was_taken_over(error):
+            return True
+        # Give the probe time to notice a broker-wide loss (it sees a closed socket in ms).
+        await asyncio.sleep(TAKEOVER_CHECK_DELAY)
+        return not self._probe.lost_within(BROKER_LOSS_WINDOW)
 
     async def _reconnect(self) -> aiomqtt.Client | None:
         deadline = time.monotonic() + self._settings.broker_grace

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import aiomqtt
 import structlog
@@ -17,19 +18,30 @@ log = structlog.get_logger(__name__)
 
 
 class BrokerProbe:
-    def __init__(self, address: BrokerAddress, identifier: str, timeout: float,
-                 keepalive: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        address: BrokerAddress,
+        identifier: str,
+        timeout: float,
+        keepalive: int,
+        metrics: Metrics,
+    ) -> None:
         self._address = address
         self._identifier = identifier
         self._timeout = timeout
         self._keepalive = keepalive
         self._metrics = metrics
         self._connected = asyncio.Event()
+        self._last_lost = float("-inf")
         self._task: asyncio.Task[None] | None = None
 
     @property
     def ready(self) -> bool:
         return self._connected.is_set()
+
+    def lost_within(self, seconds: float) -> bool:
+        """Whether the broker is unreachable now or was lost in the last `seconds`."""
+        return not self.ready or time.monotonic() - self._last_lost < seconds
 
     async def start(self, wait: float) -> None:
         """Start probing; wait up to `wait` seconds for the first connection."""
@@ -61,6 +73,8 @@ class BrokerProbe:
             log.info("broker.reachable", host=self._address.host, port=self._address.port)
             self._connected.set()
         elif not ready:
+            if self.ready:
+                self._last_lost = time.monotonic()
             self._connected.clear()
         self._metrics.link_ready.set(1 if ready else 0)
 

@@ -28,7 +28,7 @@ async def test_frames_reach_in_topic_byte_exact(gateway: Gateway, csms: MqttPeer
         '[2, "2", "DataTransfer", {"vendorId": "Grüße ⚡ 充電 🚗", "data": "  spaced  "}]',
         '[2,"3","DataTransfer",{"data":"' + "x" * 60_000 + '"}]',
     ]
-    async with connect(ws_url(gateway), subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+    async with connect(ws_url(gateway), subprotocols=["ocpp2.0.1"]) as ws:
         for frame in frames:
             await ws.send(frame)
         for frame in frames:
@@ -39,8 +39,11 @@ async def test_frames_reach_in_topic_byte_exact(gateway: Gateway, csms: MqttPeer
 
 
 async def test_out_topic_reaches_the_cp_byte_exact(gateway: Gateway, csms: MqttPeer) -> None:
-    answer = '[3,"0678cb2a",{"currentTime":"2023-02-16T19:00:18Z","interval":10,"status":"Accepted","note":"ünïcødé 🚗"}]'
-    async with connect(ws_url(gateway), subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+    answer = (
+        '[3,"0678cb2a",{"currentTime":"2023-02-16T19:00:18Z","interval":10,'
+        '"status":"Accepted","note":"ünïcødé 🚗"}]'
+    )
+    async with connect(ws_url(gateway), subprotocols=["ocpp2.0.1"]) as ws:
         await ws.send(BOOT)
         await csms.next()  # the subscription is acknowledged before the first frame is forwarded
         await csms.publish("CP1/out", answer.encode())
@@ -49,7 +52,7 @@ async def test_out_topic_reaches_the_cp_byte_exact(gateway: Gateway, csms: MqttP
 
 async def test_answer_to_the_first_call_is_never_lost(gateway: Gateway, csms: MqttPeer) -> None:
     for attempt in range(20):
-        async with connect(ws_url(gateway), subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+        async with connect(ws_url(gateway), subprotocols=["ocpp2.0.1"]) as ws:
             await ws.send(BOOT)
             received = await csms.next()
             await csms.publish("CP1/out", f'[3,"0678cb2a",{{"attempt":{attempt}}}]')
@@ -59,9 +62,11 @@ async def test_answer_to_the_first_call_is_never_lost(gateway: Gateway, csms: Mq
 
 async def test_topic_templates_are_configurable(broker: MosquittoProcess) -> None:
     async with (
-        running_gateway(broker.url, topic_in="ocpp/{cp_id}/up", topic_out="ocpp/{cp_id}/down") as gw,
+        running_gateway(
+            broker.url, topic_in="ocpp/{cp_id}/up", topic_out="ocpp/{cp_id}/down"
+        ) as gw,
         mqtt_peer(broker.url, "ocpp/+/up") as peer,
-        connect(ws_url(gw), subprotocols=["ocpp2.0.1"]) as ws,  # type: ignore[list-item]
+        connect(ws_url(gw), subprotocols=["ocpp2.0.1"]) as ws,
     ):
         await ws.send(BOOT)
         assert (await peer.next()).topic == "ocpp/CP1/up"
@@ -82,7 +87,7 @@ async def test_topic_templates_are_configurable(broker: MosquittoProcess) -> Non
 async def test_malformed_frames_get_a_callerror_and_are_not_forwarded(
     gateway: Gateway, csms: MqttPeer, frame: str, expected_code: str, expected_id: str
 ) -> None:
-    async with connect(ws_url(gateway), subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+    async with connect(ws_url(gateway), subprotocols=["ocpp2.0.1"]) as ws:
         await ws.send(frame)
         answer = json.loads(await asyncio.wait_for(ws.recv(), 5))
         assert answer[:3] == [4, expected_id, expected_code]
@@ -92,7 +97,7 @@ async def test_malformed_frames_get_a_callerror_and_are_not_forwarded(
 
 
 async def test_ocpp16_error_codes(gateway: Gateway) -> None:
-    async with connect(ws_url(gateway), subprotocols=["ocpp1.6"]) as ws:  # type: ignore[list-item]
+    async with connect(ws_url(gateway), subprotocols=["ocpp1.6"]) as ws:
         await ws.send("garbage")
         assert json.loads(await asyncio.wait_for(ws.recv(), 5))[2] == "FormationViolation"
 
@@ -100,7 +105,7 @@ async def test_ocpp16_error_codes(gateway: Gateway) -> None:
 async def test_malformed_answers_from_the_cp_are_dropped_silently_to_the_cp(
     gateway: Gateway, csms: MqttPeer
 ) -> None:
-    async with connect(ws_url(gateway), subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+    async with connect(ws_url(gateway), subprotocols=["ocpp2.0.1"]) as ws:
         await ws.send('[3,"r1"]')  # a CALLRESULT without payload: never answered with an error
         await ws.send('[4,"r2","NotImplemented","oops",{}]')  # a valid CALLERROR is forwarded
         assert (await csms.next()).payload == b'[4,"r2","NotImplemented","oops",{}]'
@@ -111,7 +116,7 @@ async def test_malformed_answers_from_the_cp_are_dropped_silently_to_the_cp(
 async def test_invalid_out_messages_are_dropped_and_counted(
     gateway: Gateway, csms: MqttPeer
 ) -> None:
-    async with connect(ws_url(gateway), subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+    async with connect(ws_url(gateway), subprotocols=["ocpp2.0.1"]) as ws:
         await ws.send(BOOT)
         await csms.next()
         await csms.publish("CP1/out", b"\xff\xfe not utf-8")
@@ -124,7 +129,7 @@ async def test_invalid_out_messages_are_dropped_and_counted(
 
 
 async def test_binary_frame_closes_1003(gateway: Gateway, csms: MqttPeer) -> None:
-    async with connect(ws_url(gateway), subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+    async with connect(ws_url(gateway), subprotocols=["ocpp2.0.1"]) as ws:
         await ws.send(b'[2,"1","Heartbeat",{}]')
         with pytest.raises(ConnectionClosed):
             await ws.recv()
@@ -134,7 +139,7 @@ async def test_binary_frame_closes_1003(gateway: Gateway, csms: MqttPeer) -> Non
 
 async def test_oversize_frame_closes_1009(broker: MosquittoProcess, csms: MqttPeer) -> None:
     async with running_gateway(broker.url, max_frame_bytes=1024) as gw:
-        async with connect(ws_url(gw), subprotocols=["ocpp2.0.1"], compression=None) as ws:  # type: ignore[list-item]
+        async with connect(ws_url(gw), subprotocols=["ocpp2.0.1"], compression=None) as ws:
             await ws.send('[2,"1","DataTransfer",{"data":"' + "x" * 2000 + '"}]')
             with pytest.raises(ConnectionClosed):
                 await ws.recv()
@@ -148,7 +153,7 @@ async def test_order_under_concurrency(broker: MosquittoProcess, csms: MqttPeer)
     ids = [f"ORDER{n:03d}" for n in range(cp_count)]
 
     async def charge_point(gateway: Gateway, cp_id: str) -> list[str]:
-        async with connect(ws_url(gateway, cp_id), subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+        async with connect(ws_url(gateway, cp_id), subprotocols=["ocpp2.0.1"]) as ws:
             for n in range(calls):
                 await ws.send(f'[2,"{n}","Heartbeat",{{}}]')
             return [str(await asyncio.wait_for(ws.recv(), 30)) for _ in range(calls)]

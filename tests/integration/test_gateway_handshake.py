@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -19,9 +20,11 @@ from tests.support.waiting import until
 pytestmark = pytest.mark.integration
 
 
-async def closed_with(url: str, subprotocols: list[str] | None) -> tuple[int | None, str | None, str | None]:
+async def closed_with(
+    url: str, subprotocols: list[str] | None
+) -> tuple[int | None, str | None, str | None]:
     """Connect, wait for the server's close, return (code, reason, negotiated subprotocol)."""
-    async with connect(url, subprotocols=subprotocols) as ws:  # type: ignore[arg-type]
+    async with connect(url, subprotocols=subprotocols) as ws:
         negotiated = ws.subprotocol
         with pytest.raises(ConnectionClosed):
             await ws.recv()
@@ -37,7 +40,7 @@ async def test_invalid_ids_get_http_400_and_never_reach_mqtt(
     gateway: Gateway, csms: MqttPeer, path: str
 ) -> None:
     with pytest.raises(InvalidStatus) as refused:
-        async with connect(f"ws://127.0.0.1:{gateway.port}{path}", subprotocols=["ocpp2.0.1"]):  # type: ignore[list-item]
+        async with connect(f"ws://127.0.0.1:{gateway.port}{path}", subprotocols=["ocpp2.0.1"]):
             pass
     assert refused.value.response.status_code == 400
     assert refused.value.response.body
@@ -45,7 +48,7 @@ async def test_invalid_ids_get_http_400_and_never_reach_mqtt(
 
 
 async def test_percent_encoded_id_is_decoded(gateway: Gateway, csms: MqttPeer) -> None:
-    async with connect(ws_url(gateway, "CP%2D1"), subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+    async with connect(ws_url(gateway, "CP%2D1"), subprotocols=["ocpp2.0.1"]) as ws:
         await ws.send('[2,"1","Heartbeat",{}]')
         received = await csms.next()
     assert received.topic == "CP-1/in"
@@ -53,23 +56,27 @@ async def test_percent_encoded_id_is_decoded(gateway: Gateway, csms: MqttPeer) -
 
 async def test_path_prefix(broker: MosquittoProcess, csms: MqttPeer) -> None:
     async with running_gateway(broker.url, path_prefix="/ocpp") as gw:
-        async with connect(ws_url(gw, "CP1"), subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+        async with connect(ws_url(gw, "CP1"), subprotocols=["ocpp2.0.1"]) as ws:
             await ws.send('[2,"1","Heartbeat",{}]')
             assert (await csms.next()).topic == "CP1/in"
         with pytest.raises(InvalidStatus) as refused:
-            async with connect(f"ws://127.0.0.1:{gw.port}/CP1", subprotocols=["ocpp2.0.1"]):  # type: ignore[list-item]
+            async with connect(f"ws://127.0.0.1:{gw.port}/CP1", subprotocols=["ocpp2.0.1"]):
                 pass
         assert refused.value.response.status_code == 404
 
 
 @pytest.mark.parametrize(
     ("offered", "selected"),
-    [(["ocpp2.0.1"], "ocpp2.0.1"), (["ocpp1.6", "ocpp2.0.1"], "ocpp1.6"), (["x", "ocpp2.0"], "ocpp2.0")],
+    [
+        (["ocpp2.0.1"], "ocpp2.0.1"),
+        (["ocpp1.6", "ocpp2.0.1"], "ocpp1.6"),
+        (["x", "ocpp2.0"], "ocpp2.0"),
+    ],
 )
 async def test_subprotocol_in_the_clients_order(
     gateway: Gateway, csms: MqttPeer, offered: list[str], selected: str
 ) -> None:
-    async with connect(ws_url(gateway), subprotocols=offered) as ws:  # type: ignore[arg-type]
+    async with connect(ws_url(gateway), subprotocols=offered) as ws:
         assert ws.subprotocol == selected
         await ws.send('[2,"1","Heartbeat",{}]')
         received = await csms.next()
@@ -90,7 +97,7 @@ async def test_configured_protocols(broker: MosquittoProcess) -> None:
     async with running_gateway(broker.url, protocols=["ocpp1.6"]) as gw:
         code, _, _ = await closed_with(ws_url(gw), ["ocpp2.0.1"])
         assert code == 1002
-        async with connect(ws_url(gw), subprotocols=["ocpp2.0.1", "ocpp1.6"]) as ws:  # type: ignore[list-item]
+        async with connect(ws_url(gw), subprotocols=["ocpp2.0.1", "ocpp1.6"]) as ws:
             assert ws.subprotocol == "ocpp1.6"
 
 
@@ -103,20 +110,20 @@ async def test_unknown_id_closes_1008_with_the_documented_reason(gateway: Gatewa
 async def test_unknown_id_gets_404_when_configured(broker: MosquittoProcess) -> None:
     async with running_gateway(broker.url, unknown_id_response="http-404") as gw:
         with pytest.raises(InvalidStatus) as refused:
-            async with connect(ws_url(gw, "CPX"), subprotocols=["ocpp2.0.1"]):  # type: ignore[list-item]
+            async with connect(ws_url(gw, "CPX"), subprotocols=["ocpp2.0.1"]):
                 pass
         assert refused.value.response.status_code == 404
         assert b"Charge Point CPX not registered as an IoT Thing" in refused.value.response.body
-        async with connect(ws_url(gw, "CP1"), subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+        async with connect(ws_url(gw, "CP1"), subprotocols=["ocpp2.0.1"]) as ws:
             assert ws.subprotocol == "ocpp2.0.1"
 
 
 async def test_connection_limit_answers_503(broker: MosquittoProcess) -> None:
     async with running_gateway(broker.url, max_connections=1) as gw:
-        async with connect(ws_url(gw, "CP1"), subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+        async with connect(ws_url(gw, "CP1"), subprotocols=["ocpp2.0.1"]):
             await until(lambda: len(gw.sessions) == 1, what="CP1's session")
             with pytest.raises(InvalidStatus) as refused:
-                async with connect(ws_url(gw, "CP2"), subprotocols=["ocpp2.0.1"]):  # type: ignore[list-item]
+                async with connect(ws_url(gw, "CP2"), subprotocols=["ocpp2.0.1"]):
                     pass
             assert refused.value.response.status_code == 503
 
@@ -131,12 +138,14 @@ def http_get(url: str) -> tuple[int, str, bytes]:
 
 async def test_health_and_metrics_on_the_websocket_port(gateway: Gateway) -> None:
     base = f"http://127.0.0.1:{gateway.port}"
-    status, content_type, body = http_get(base + "/health")
+    status, content_type, body = await asyncio.to_thread(http_get, base + "/health")
     assert (status, content_type) == (200, "application/json")
     assert json.loads(body)["status"] == "ready"
-    assert http_get(base + "/health/live")[0] == 200
-    status, content_type, body = http_get(base + "/metrics")
+    assert (await asyncio.to_thread(http_get, base + "/health/live"))[0] == 200
+    status, content_type, body = await asyncio.to_thread(http_get, base + "/metrics")
     assert status == 200
     assert content_type.startswith("text/plain")
     assert b"ocpp_gateway_connections" in body
-    assert http_get(base + "/CP1")[0] == 426  # a plain GET on a CP path: upgrade required
+    assert (await asyncio.to_thread(http_get, base + "/CP1"))[
+        0
+    ] == 426  # a plain GET on a CP path: upgrade required

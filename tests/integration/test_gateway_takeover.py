@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 import pytest
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 async def open_cp(url: str) -> ClientConnection:
-    return await connect(url, subprotocols=["ocpp2.0.1"])  # type: ignore[list-item]
+    return await connect(url, subprotocols=["ocpp2.0.1"])
 
 
 async def wait_closed(ws: ClientConnection, timeout: float = 10) -> tuple[int | None, str | None]:
@@ -86,10 +87,8 @@ async def test_overlapping_connects_and_disconnects_leave_exactly_one(
     await until(lambda: len(gateway.sessions) <= 1, what="older sessions to close")
     # Every connection but at most one is closed; if one survives, it is fully bridged.
     for ws in open_ones:
-        try:
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
             await asyncio.wait_for(ws.recv(), 0.5)
-        except (ConnectionClosed, TimeoutError):
-            pass
     survivors = [ws for ws in open_ones if ws.close_code is None]
     assert len(survivors) <= 1
     latest = await open_cp(ws_url(gateway))
@@ -103,7 +102,7 @@ async def test_overlapping_connects_and_disconnects_leave_exactly_one(
 
 
 @pytest.fixture
-def two_gateways(broker: MosquittoProcess):  # type: ignore[no-untyped-def]
+def two_gateways(broker: MosquittoProcess):
     first, second = GatewayProcess(broker.url), GatewayProcess(broker.url)
     first.start()
     second.start()

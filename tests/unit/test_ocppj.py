@@ -15,7 +15,9 @@ from gateway.ocppj import Frame, FrameProblem, MessageType, call_error, parse_fr
         ('[2,"ü","Datentransfer",{"text":"Grüße"}]', MessageType.CALL, "ü", "Datentransfer"),
     ],
 )
-def test_well_formed_frames(text: str, kind: MessageType, message_id: str, action: str | None) -> None:
+def test_well_formed_frames(
+    text: str, kind: MessageType, message_id: str, action: str | None
+) -> None:
     assert parse_frame(text) == Frame(kind, message_id, action)
 
 
@@ -27,7 +29,7 @@ def test_well_formed_frames(text: str, kind: MessageType, message_id: str, actio
         ("[]", "RpcFrameworkError", "-1", True),
         ('"text"', "RpcFrameworkError", "-1", True),
         ('["2","7","Heartbeat",{}]', "RpcFrameworkError", "7", True),
-        ("[true,\"7\",\"Heartbeat\",{}]", "RpcFrameworkError", "7", True),
+        ('[true,"7","Heartbeat",{}]', "RpcFrameworkError", "7", True),
         ('[2,7,"Heartbeat",{}]', "RpcFrameworkError", "-1", True),
         ('[2,"","Heartbeat",{}]', "RpcFrameworkError", "-1", True),
         ('[2,"' + "i" * 37 + '","Heartbeat",{}]', "RpcFrameworkError", "-1", True),

@@ -23,8 +23,12 @@ def test_backoff_jitter_stays_in_range() -> None:
     [
         ("mqtt://localhost", "localhost", 1883, False),
         ("mqtt://10.0.0.1:1884", "10.0.0.1", 1884, False),
-        ("mqtts://abc-ats.iot.eu-west-1.amazonaws.com", "abc-ats.iot.eu-west-1.amazonaws.com",
-         8883, True),
+        (
+            "mqtts://abc-ats.iot.eu-west-1.amazonaws.com",
+            "abc-ats.iot.eu-west-1.amazonaws.com",
+            8883,
+            True,
+        ),
     ],
 )
 def test_broker_urls(url: str, host: str, port: int, tls: bool) -> None:
@@ -72,12 +76,12 @@ class FakeSession:
 def test_session_table_newest_wins_and_old_teardown_keeps_new() -> None:
     table = SessionTable()
     old, new = FakeSession("CP1"), FakeSession("CP1")
-    assert table.install(old) is None  # type: ignore[arg-type]
-    assert table.install(new) is old  # type: ignore[arg-type]
-    table.remove(old)  # type: ignore[arg-type]
-    assert table.is_current(new)  # type: ignore[arg-type]
+    assert table.install(old) is None
+    assert table.install(new) is old
+    table.remove(old)
+    assert table.is_current(new)
     assert len(table) == 1
-    table.remove(new)  # type: ignore[arg-type]
+    table.remove(new)
     assert len(table) == 0
 
 
@@ -87,7 +91,7 @@ def test_settings_accept_the_aws_sample_names(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("IOT_ENDPOINT", "abc-ats.iot.eu-west-1.amazonaws.com")
     monkeypatch.setenv("IOT_PORT", "443")
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.protocols == ["ocpp1.6", "ocpp2.0.1"]
     assert settings.port == 9000
     assert settings.iot_endpoint == "abc-ats.iot.eu-west-1.amazonaws.com"
@@ -96,4 +100,4 @@ def test_settings_accept_the_aws_sample_names(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_settings_prefix_is_normalised() -> None:
-    assert Settings(_env_file=None, path_prefix="ocpp/").path_prefix == "/ocpp"  # type: ignore[call-arg]
+    assert Settings(_env_file=None, path_prefix="ocpp/").path_prefix == "/ocpp"
