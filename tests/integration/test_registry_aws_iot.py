@@ -1,0 +1,160 @@
+"""The aws-iot registry against a real AWS emulator process (`moto_server`) that can go away.
+
+The outage is real: the emulator process is stopped, so boto3 meets a refused connection.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from gateway.registry.aws_iot import AwsIotRegistry
+from gateway.registry.base import RegistryUnavailable
+from gateway.server import Gateway
+from tests.support.gateway import running_gateway, ws_url
+from tests.support.mosquitto import MosquittoProcess
+from tests.support.mqtt import MqttPeer
+from tests.support.ports import free_port, wait_for_port
+from tests.unit.test_registry_aws_iot import REGION, fake_credentials
+from tests.unit.test_registry_cache import FakeClock
+
+pytestmark = pytest.mark.integration
+
+__all__ = ["fake_credentials"]  # autouse fixture: no real AWS credentials or config here
+
+MISSING_MOTO_SERVER = (
+    "`moto_server` is required by the AWS registry tests and was not found next to the Python "
+    "interpreter or on PATH: install it with `pip install 'moto[server]'` (part of the test extra)"
+)
+
+
+class MotoServer:
+    def __init__(self) -> None:
+        found = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which(
+            "moto_server"
+        )
+        if found is None:
+            raise RuntimeError(MISSING_MOTO_SERVER)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [found, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port("127.0.0.1", self.port, timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer()
+    yield server
+    server.stop()
+
+
+def create_thing(server: MotoServer, name: str) -> None:
+    client = boto3.client("iot", region_name=REGION, endpoint_url=server.url)
+    client.create_thing(thingName=name)
+    client.close()
+
+
+@pytest.fixture
+async def registry(moto_server: MotoServer) -> AsyncIterator[tuple[AwsIotRegistry, FakeClock]]:
+    clock = FakeClock()
+    registry = AwsIotRegistry(region=REGION, endpoint_url=moto_server.url, clock=clock)
+    await registry.start()
+    yield registry, clock
+    await registry.close()
+
+
+async def test_looks_things_up_through_the_endpoint_url(
+    moto_server: MotoServer, registry: tuple[AwsIotRegistry, FakeClock]
+) -> None:
+    create_thing(moto_server, "CP1")
+    aws_registry, _ = registry
+    assert await aws_registry.is_registered("CP1")
+    assert not await aws_registry.is_registered("CP2")
+
+
+async def test_during_an_outage_known_ids_are_registered_and_unknown_ones_unavailable(
+    moto_server: MotoServer, registry: tuple[AwsIotRegistry, FakeClock]
+) -> None:
+    create_thing(moto_server, "CP1")
+    aws_registry, clock = registry
+    assert await aws_registry.is_registered("CP1")
+    moto_server.stop()
+    clock.advance(3600)  # CP1's entry has expired: the registry must ask again, and fails
+    assert await aws_registry.is_registered("CP1")
+    assert aws_registry.cache.stats.stale_answers == 1
+    with pytest.raises(RegistryUnavailable, match="Could not connect to the endpoint URL"):
+        await aws_registry.is_registered("CP2")
+
+
+async def test_nothing_listening_at_the_endpoint_is_unavailable() -> None:
+    registry = AwsIotRegistry(region=REGION, endpoint_url=f"http://127.0.0.1:{free_port()}")
+    await registry.start()
+    try:
+        with pytest.raises(RegistryUnavailable, match="DescribeThing failed"):
+            await registry.is_registered("CP1")
+    finally:
+        await registry.close()
+
+
+# -- what a charge point sees --------------------------------------------------------------
+
+
+async def refusal(url: str) -> tuple[int | None, str | None]:
+    async with connect(url, subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+        return ws.close_code, ws.close_reason
+
+
+async def assert_bridged(url: str, cp_id: str, csms: MqttPeer) -> None:
+    async with connect(url, subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+        await ws.send('[2,"1","Heartbeat",{}]')
+        assert (await csms.next()).topic == f"{cp_id}/in"
+
+
+@pytest.fixture
+async def aws_gateway(broker: MosquittoProcess, moto_server: MotoServer) -> AsyncIterator[Gateway]:
+    async with running_gateway(
+        broker.url, registry="aws-iot", aws_region=REGION, aws_endpoint_url=moto_server.url
+    ) as gateway:
+        yield gateway
+
+
+async def test_gateway_admits_things_and_refuses_others_with_1008(
+    moto_server: MotoServer, aws_gateway: Gateway, csms: MqttPeer
+) -> None:
+    create_thing(moto_server, "CP1")
+    await assert_bridged(ws_url(aws_gateway, "CP1"), "CP1", csms)
+    assert await refusal(ws_url(aws_gateway, "CP2")) == (
+        1008,
+        "Charge Point CP2 not registered as an IoT Thing",
+    )
+
+
+async def test_gateway_during_a_registry_outage(
+    moto_server: MotoServer, aws_gateway: Gateway, csms: MqttPeer
+) -> None:
+    create_thing(moto_server, "CP1")
+    await assert_bridged(ws_url(aws_gateway, "CP1"), "CP1", csms)
+    moto_server.stop()
+    await assert_bridged(ws_url(aws_gateway, "CP1"), "CP1", csms)
+    code, reason = await refusal(ws_url(aws_gateway, "CP3"))
+    assert code == 1013  # try again later
+    assert reason is not None and "retry later" in reason

@@ -1,0 +1,228 @@
+"""AwsIotRegistry against moto's in-process AWS, and botocore's Stubber for service errors."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from gateway.registry.aws_iot import AwsIotRegistry, is_thing_name
+from gateway.registry.base import RegistryMisconfigured, RegistryUnavailable
+from tests.unit.test_registry_cache import FakeClock
+
+if TYPE_CHECKING:
+    from mypy_boto3_iot import IoTClient
+
+REGION = "us-east-1"
+
+
+@pytest.fixture(autouse=True)
+def fake_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Never pick up real AWS credentials or configuration in these tests."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_CONFIG_FILE": str(tmp_path / "absent-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "absent-credentials"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def aws() -> Iterator[IoTClient]:
+    """moto's AWS for the test, and an IoT client to create Things with."""
+    with mock_aws():
+        yield boto3.client("iot", region_name=REGION)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def registry(aws: IoTClient, clock: FakeClock) -> AsyncIterator[AwsIotRegistry]:
+    registry = AwsIotRegistry(region=REGION, positive_ttl=300, negative_ttl=30, clock=clock)
+    await registry.start()
+    yield registry
+    await registry.close()
+
+
+def count_describe_calls(registry: AwsIotRegistry) -> list[str]:
+    """Every DescribeThing the client sends, recorded by botocore's own event hooks."""
+    calls: list[str] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        calls.append(params["thingName"])
+
+    registry.client.meta.events.register("provide-client-params.iot.DescribeThing", record)
+    return calls
+
+
+async def test_a_thing_is_registered_and_an_unknown_id_is_not(
+    aws: IoTClient, registry: AwsIotRegistry
+) -> None:
+    aws.create_thing(thingName="CP1")
+    assert await registry.is_registered("CP1")
+    assert not await registry.is_registered("CP2")
+
+
+async def test_a_deleted_thing_is_refused_once_the_positive_ttl_expires(
+    aws: IoTClient, registry: AwsIotRegistry, clock: FakeClock
+) -> None:
+    aws.create_thing(thingName="CP1")
+    assert await registry.is_registered("CP1")
+    aws.delete_thing(thingName="CP1")
+    clock.advance(299)
+    assert await registry.is_registered("CP1")  # still cached
+    clock.advance(2)
+    assert not await registry.is_registered("CP1")
+
+
+async def test_a_new_thing_is_accepted_once_the_negative_ttl_expires(
+    aws: IoTClient, registry: AwsIotRegistry, clock: FakeClock
+) -> None:
+    assert not await registry.is_registered("CP2")
+    aws.create_thing(thingName="CP2")
+    assert not await registry.is_registered("CP2")
+    clock.advance(31)
+    assert await registry.is_registered("CP2")
+
+
+async def test_concurrent_lookups_of_one_id_send_one_describe_thing(
+    aws: IoTClient, registry: AwsIotRegistry
+) -> None:
+    aws.create_thing(thingName="CP1")
+    calls = count_describe_calls(registry)
+    answers = await asyncio.gather(*(registry.is_registered("CP1") for _ in range(100)))
+    assert answers == [True] * 100
+    assert calls == ["CP1"]
+
+
+async def test_calls_to_aws_are_bounded_by_max_concurrency(
+    aws: IoTClient, clock: FakeClock
+) -> None:
+    registry = AwsIotRegistry(region=REGION, max_concurrency=3, clock=clock)
+    await registry.start()
+    in_flight = 0
+    most_in_flight = 0
+    lock = threading.Lock()
+    # Three callers must be inside at once to pass: proves the bound is reached, not just kept.
+    all_three_in = threading.Barrier(3, timeout=10)
+
+    def enter(**_: Any) -> None:
+        nonlocal in_flight, most_in_flight
+        with lock:
+            in_flight += 1
+            most_in_flight = max(most_in_flight, in_flight)
+        all_three_in.wait()
+
+    def leave(**_: Any) -> None:
+        nonlocal in_flight
+        with lock:
+            in_flight -= 1
+
+    registry.client.meta.events.register("before-call.iot.DescribeThing", enter)
+    registry.client.meta.events.register("after-call.iot.DescribeThing", leave)
+    try:
+        ids = [f"CP{number}" for number in range(30)]
+        assert await asyncio.gather(*(registry.is_registered(i) for i in ids)) == [False] * 30
+    finally:
+        await registry.close()
+    assert most_in_flight == 3
+
+
+@pytest.mark.parametrize("cp_id", ["CP.1", "CP*1", "CP=1", "CP|1", "cp@depot"])
+async def test_ids_that_cannot_be_thing_names_are_refused_without_calling_aws(
+    registry: AwsIotRegistry, cp_id: str
+) -> None:
+    calls = count_describe_calls(registry)
+    assert not await registry.is_registered(cp_id)
+    assert calls == []
+
+
+def test_thing_name_rule() -> None:
+    assert is_thing_name("CP_1-a:b")
+    assert not is_thing_name("")
+    assert not is_thing_name("x" * 129)
+
+
+@pytest.fixture
+def stubbed() -> Iterator[tuple[IoTClient, Stubber]]:
+    client = boto3.client("iot", region_name=REGION)
+    with Stubber(client) as stubber:
+        yield client, stubber
+
+
+async def test_throttling_answers_known_ids_from_the_stale_entry(
+    stubbed: tuple[IoTClient, Stubber], clock: FakeClock
+) -> None:
+    client, stubber = stubbed
+    registry = AwsIotRegistry(client=client, clock=clock)
+    await registry.start()
+    stubber.add_response("describe_thing", {"thingName": "CP1"}, {"thingName": "CP1"})
+    assert await registry.is_registered("CP1")
+    clock.advance(3600)
+    stubber.add_client_error("describe_thing", "ThrottlingException", "Rate exceeded", 400)
+    assert await registry.is_registered("CP1")
+    assert registry.cache.stats.stale_answers == 1
+    stubber.add_client_error("describe_thing", "ThrottlingException", "Rate exceeded", 400)
+    with pytest.raises(RegistryUnavailable, match=r"ThrottlingException.*Rate exceeded"):
+        await registry.is_registered("CP2")
+    stubber.assert_no_pending_responses()
+    await registry.close()
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "hint"),
+    [
+        ("AccessDeniedException", 403, "needs iot:DescribeThing"),
+        ("ServiceUnavailableException", 503, "ServiceUnavailable"),
+        ("InternalFailureException", 500, "InternalFailure"),
+    ],
+)
+async def test_service_errors_for_unknown_ids_raise_registry_unavailable(
+    stubbed: tuple[IoTClient, Stubber], code: str, status: int, hint: str
+) -> None:
+    client, stubber = stubbed
+    registry = AwsIotRegistry(client=client)
+    await registry.start()
+    stubber.add_client_error("describe_thing", code, "no", status)
+    with pytest.raises(RegistryUnavailable, match=hint):
+        await registry.is_registered("CP1")
+    await registry.close()
+
+
+async def test_a_missing_region_is_a_clear_configuration_error() -> None:
+    registry = AwsIotRegistry()
+    with pytest.raises(RegistryMisconfigured, match="set AWS_REGION"):
+        await registry.start()
+    await registry.close()
+
+
+async def test_an_invalid_endpoint_is_a_clear_configuration_error() -> None:
+    registry = AwsIotRegistry(region=REGION, endpoint_url="not a url")
+    with pytest.raises(RegistryMisconfigured, match="GATEWAY_AWS_ENDPOINT_URL"):
+        await registry.start()
+    await registry.close()
+
+
+async def test_lookups_before_start_say_what_to_do() -> None:
+    registry = AwsIotRegistry(region=REGION)
+    with pytest.raises(RegistryUnavailable, match="call `await start\\(\\)` first"):
+        await registry.is_registered("CP1")
+
+
+def test_max_concurrency_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_concurrency must be >= 1"):
+        AwsIotRegistry(max_concurrency=0)

@@ -1,0 +1,214 @@
+"""RegistryCache: lifetimes, single flight and stale answers, with a fake clock and backend."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from structlog.testing import capture_logs
+
+from gateway.registry.base import RegistryUnavailable
+from gateway.registry.cache import RegistryCache
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Backend:
+    """Answers from `registered`; raises `error` when set; waits for `gate` when set."""
+
+    def __init__(self, *registered: str) -> None:
+        self.registered = set(registered)
+        self.calls: list[str] = []
+        self.error: Exception | None = None
+        self.gate: asyncio.Event | None = None
+
+    async def lookup(self, cp_id: str) -> bool:
+        self.calls.append(cp_id)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        return cp_id in self.registered
+
+
+def make_cache(
+    backend: Backend, clock: FakeClock, *, max_negative_entries: int = 1000
+) -> RegistryCache[str]:
+    return RegistryCache(
+        backend.lookup,
+        positive_ttl=300.0,
+        negative_ttl=30.0,
+        clock=clock,
+        max_negative_entries=max_negative_entries,
+    )
+
+
+async def test_registered_answer_is_reused_until_the_positive_ttl_expires() -> None:
+    backend, clock = Backend("CP1"), FakeClock()
+    cache = make_cache(backend, clock)
+    assert await cache.is_registered("CP1")
+    backend.registered.clear()
+    clock.advance(299.9)
+    assert await cache.is_registered("CP1")
+    assert backend.calls == ["CP1"]
+    clock.advance(0.1)
+    assert not await cache.is_registered("CP1")
+    assert backend.calls == ["CP1", "CP1"]
+
+
+async def test_unknown_answer_is_reused_until_the_negative_ttl_expires() -> None:
+    backend, clock = Backend(), FakeClock()
+    cache = make_cache(backend, clock)
+    assert not await cache.is_registered("CP2")
+    backend.registered.add("CP2")
+    clock.advance(29.9)
+    assert not await cache.is_registered("CP2")
+    assert backend.calls == ["CP2"]
+    clock.advance(0.1)
+    assert await cache.is_registered("CP2")
+    assert cache.stats.lookups == 2
+    assert cache.stats.hits == 1
+
+
+async def test_concurrent_lookups_of_one_id_share_a_single_backend_call() -> None:
+    backend, clock = Backend("CP1"), FakeClock()
+    backend.gate = asyncio.Event()
+    cache = make_cache(backend, clock)
+    callers = [asyncio.create_task(cache.is_registered("CP1")) for _ in range(50)]
+    others = [asyncio.create_task(cache.is_registered("CP2")) for _ in range(5)]
+    await asyncio.sleep(0)
+    backend.gate.set()
+    assert await asyncio.gather(*callers) == [True] * 50
+    assert await asyncio.gather(*others) == [False] * 5
+    assert sorted(backend.calls) == ["CP1", "CP2"]
+    assert cache.stats.shared == 49 + 4
+
+
+async def test_a_caller_giving_up_does_not_cancel_the_shared_lookup() -> None:
+    backend, clock = Backend("CP1"), FakeClock()
+    backend.gate = asyncio.Event()
+    cache = make_cache(backend, clock)
+    impatient = asyncio.create_task(cache.is_registered("CP1"))
+    patient = asyncio.create_task(cache.is_registered("CP1"))
+    await asyncio.sleep(0)
+    impatient.cancel()
+    backend.gate.set()
+    assert await patient
+    with pytest.raises(asyncio.CancelledError):
+        await impatient
+    assert backend.calls == ["CP1"]
+
+
+async def test_known_id_is_answered_from_the_stale_entry_while_the_backend_fails() -> None:
+    backend, clock = Backend("CP1"), FakeClock()
+    cache = make_cache(backend, clock)
+    assert await cache.is_registered("CP1")
+    clock.advance(3600)
+    backend.error = ConnectionError("control plane unreachable")
+    with capture_logs() as logs:
+        assert await cache.is_registered("CP1")
+        assert await cache.is_registered("CP1")
+    # Failures are not cached: each call tried the backend again.
+    assert backend.calls == ["CP1", "CP1", "CP1"]
+    assert cache.stats.stale_answers == 2
+    stale = [entry for entry in logs if entry["event"] == "registry.stale_answer"]
+    assert stale[0]["cp_id"] == "CP1"
+    assert "control plane unreachable" in stale[0]["error"]
+    backend.error = None
+    clock.advance(1)
+    assert await cache.is_registered("CP1")
+
+
+async def test_unknown_id_raises_registry_unavailable_while_the_backend_fails() -> None:
+    backend, clock = Backend(), FakeClock()
+    backend.error = TimeoutError("read timed out")
+    cache = make_cache(backend, clock)
+    with pytest.raises(RegistryUnavailable, match=r"CP9.*read timed out"):
+        await cache.is_registered("CP9")
+    backend.error = None
+    assert not await cache.is_registered("CP9")
+
+
+async def test_an_id_answered_unknown_after_being_registered_gets_no_stale_answer() -> None:
+    backend, clock = Backend("CP1"), FakeClock()
+    cache = make_cache(backend, clock)
+    assert await cache.is_registered("CP1")
+    backend.registered.clear()
+    clock.advance(301)
+    assert not await cache.is_registered("CP1")
+    clock.advance(31)
+    backend.error = ConnectionError("down")
+    with pytest.raises(RegistryUnavailable):
+        await cache.is_registered("CP1")
+
+
+async def test_registry_unavailable_from_the_backend_keeps_its_message() -> None:
+    backend, clock = Backend(), FakeClock()
+    backend.error = RegistryUnavailable("throttled: retry later")
+    cache = make_cache(backend, clock)
+    with pytest.raises(RegistryUnavailable, match=r"^throttled: retry later$"):
+        await cache.is_registered("CP1")
+
+
+async def test_unknown_answers_are_bounded_oldest_first() -> None:
+    backend, clock = Backend(), FakeClock()
+    cache = make_cache(backend, clock, max_negative_entries=3)
+    for cp_id in ["A", "B", "C", "D"]:
+        assert not await cache.is_registered(cp_id)
+    assert cache.cached_answer("A") is None
+    assert [cache.cached_answer(cp_id) for cp_id in ["B", "C", "D"]] == [False, False, False]
+
+
+async def test_expired_unknown_answers_are_dropped() -> None:
+    backend, clock = Backend(), FakeClock()
+    cache = make_cache(backend, clock)
+    for cp_id in ["A", "B"]:
+        await cache.is_registered(cp_id)
+    clock.advance(31)
+    assert cache.cached_answer("A") is None
+    assert cache._unknown_until == {}
+
+
+async def test_forget_makes_the_next_call_look_up_again() -> None:
+    backend, clock = Backend("CP1"), FakeClock()
+    cache = make_cache(backend, clock)
+    await cache.is_registered("CP1")
+    cache.forget("CP1")
+    assert not cache.was_registered("CP1")
+    await cache.is_registered("CP1")
+    assert backend.calls == ["CP1", "CP1"]
+
+
+async def test_close_cancels_lookups_in_flight() -> None:
+    backend, clock = Backend("CP1"), FakeClock()
+    backend.gate = asyncio.Event()
+    cache = make_cache(backend, clock)
+    caller = asyncio.create_task(cache.is_registered("CP1"))
+    await asyncio.sleep(0)
+    await cache.close()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+
+
+@pytest.mark.parametrize(
+    ("positive", "negative", "max_negative"), [(-1, 30, 10), (300, -1, 10), (300, 30, 0)]
+)
+def test_invalid_limits_are_refused_with_a_clear_message(
+    positive: float, negative: float, max_negative: int
+) -> None:
+    with pytest.raises(ValueError, match=">= "):
+        RegistryCache(
+            Backend().lookup,
+            positive_ttl=positive,
+            negative_ttl=negative,
+            max_negative_entries=max_negative,
+        )
