@@ -5,9 +5,6 @@ The outage is real: the emulator process is stopped, so boto3 meets a refused co
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,43 +16,21 @@ from websockets.exceptions import ConnectionClosed
 from gateway.registry.aws_iot import AwsIotRegistry
 from gateway.registry.base import RegistryUnavailable
 from gateway.server import Gateway
+from tests.support.aws import MotoServer, isolate_from_real_aws
+from tests.support.clock import FakeClock
 from tests.support.gateway import running_gateway, ws_url
 from tests.support.mosquitto import MosquittoProcess
 from tests.support.mqtt import MqttPeer
-from tests.support.ports import free_port, wait_for_port
-from tests.unit.test_registry_aws_iot import REGION, fake_credentials
-from tests.unit.test_registry_cache import FakeClock
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.integration
 
-__all__ = ["fake_credentials"]  # autouse fixture: no real AWS credentials or config here
-
-MISSING_MOTO_SERVER = (
-    "`moto_server` is required by the AWS registry tests and was not found next to the Python "
-    "interpreter or on PATH: install it with `pip install 'moto[server]'` (part of the test extra)"
-)
+REGION = "us-east-1"
 
 
-class MotoServer:
-    def __init__(self) -> None:
-        found = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which(
-            "moto_server"
-        )
-        if found is None:
-            raise RuntimeError(MISSING_MOTO_SERVER)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [found, "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port("127.0.0.1", self.port, timeout=30)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+@pytest.fixture(autouse=True)
+def no_real_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    isolate_from_real_aws(monkeypatch, tmp_path)
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from moto import mock_aws
 
 from gateway.registry.aws_iot import AwsIotRegistry, is_thing_name
 from gateway.registry.base import RegistryMisconfigured, RegistryUnavailable
-from tests.unit.test_registry_cache import FakeClock
+from tests.support.aws import isolate_from_real_aws
+from tests.support.clock import FakeClock
 
 if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
@@ -24,18 +25,8 @@ REGION = "us-east-1"
 
 
 @pytest.fixture(autouse=True)
-def fake_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Never pick up real AWS credentials or configuration in these tests."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_CONFIG_FILE": str(tmp_path / "absent-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "absent-credentials"),
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
+def no_real_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    isolate_from_real_aws(monkeypatch, tmp_path)
 
 
 @pytest.fixture

@@ -9,17 +9,7 @@ from structlog.testing import capture_logs
 
 from gateway.registry.base import RegistryUnavailable
 from gateway.registry.cache import RegistryCache
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.clock import FakeClock
 
 
 class Backend:
