@@ -1,0 +1,64 @@
+"""Processor configuration, read from environment variables (prefix `PROCESSOR_`) and `.env`."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from processor.topics import template_problem
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROCESSOR_", env_file=".env", extra="ignore")
+
+    # Broker: the same URL form as the gateway's (`mqtt://host:port`, `mqtts://host:port`).
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    client_id: str = Field(
+        default="", description="MQTT client id, unique per replica; generated when empty"
+    )
+    share_group: str = Field(
+        default="ocpp-processor",
+        description="shared subscription group, so replicas split the calls; empty: no sharing",
+    )
+    topic_in: str = "{cp_id}/in"
+    topic_out: str = "{cp_id}/out"
+    topic_state: str = Field(default="{cp_id}/state", description="retained state documents")
+    record_state: bool = True
+    qos: int = Field(default=1, ge=0, le=1)
+    mqtt_timeout: float = Field(
+        default=5.0, gt=0, description="seconds to wait for the broker's acks"
+    )
+    mqtt_keepalive: int = Field(default=60, ge=5)
+    max_in_flight: int = Field(
+        default=1000,
+        ge=1,
+        description="answers published but not yet acknowledged before reading waits",
+    )
+    reconnect_max_delay: float = Field(default=5.0, gt=0)
+    shutdown_timeout: float = Field(default=5.0, ge=0)
+
+    # Answers
+    heartbeat_interval: int = Field(
+        default=10, ge=1, description="`interval` in BootNotification answers"
+    )
+
+    # Logs
+    log_level: str = "INFO"
+    log_format: str = Field(
+        default="auto", description="`json`, `console` or `auto` (console on a TTY)"
+    )
+
+    @field_validator("topic_in", "topic_out", "topic_state")
+    @classmethod
+    def _check_template(cls, value: str) -> str:
+        problem = template_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("share_group")
+    @classmethod
+    def _check_group(cls, value: str) -> str:
+        if any(char in value for char in "/+#"):
+            raise ValueError("the share group must not contain '/', '+' or '#'")
+        return value
