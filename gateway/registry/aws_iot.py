@@ -106,7 +106,7 @@ class AwsIotRegistry:
 
     async def is_registered(self, cp_id: str) -> bool:
         if not is_thing_name(cp_id):
-            log.info("registry.not_a_thing_name", cp_id=cp_id)
+            log.debug("registry.not_a_thing_name", cp_id=cp_id)
             return False
         return await self.cache.is_registered(cp_id)
 
