@@ -4,10 +4,8 @@
 #   docker build -t ocpp-mqtt-gateway .
 #   docker run -p 8080:8080 -e GATEWAY_MQTT_URL=mqtt://broker:1883 ocpp-mqtt-gateway
 #   docker run -e PROCESSOR_MQTT_URL=mqtt://broker:1883 ocpp-mqtt-gateway ocpp-processor
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-
 # --- build: a virtualenv with the pinned dependencies and the project -----------------------
-FROM ${PYTHON_IMAGE} AS build
+FROM python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -28,7 +26,7 @@ RUN pip install --no-cache-dir --no-deps . \
     && python -c "import gateway.cli, processor.cli, boto3, awsiot, uvloop"
 
 # --- runtime: the virtualenv, the registry file and nothing else -----------------------------
-FROM ${PYTHON_IMAGE} AS runtime
+FROM python:3.11-slim-bookworm AS runtime
 RUN groupadd --system --gid 10001 ocpp \
     && useradd --system --uid 10001 --gid ocpp --home-dir /app --no-create-home ocpp
 COPY --from=build /opt/venv /opt/venv

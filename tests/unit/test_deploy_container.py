@@ -89,12 +89,11 @@ def test_hadolint_finds_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_image_is_multi_stage_from_slim_python() -> None:
+def test_image_is_multi_stage_from_one_slim_python() -> None:
     instructions = parse_dockerfile(DOCKERFILE.read_text())
-    stages = [i.arguments for i in instructions if i.keyword == "FROM"]
+    stages = [i.arguments.split()[0] for i in instructions if i.keyword == "FROM"]
     assert len(stages) >= 2, stages
-    base = next(i.arguments for i in instructions if i.keyword == "ARG")
-    assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11-slim-\w+", base), base
+    assert set(stages) == {"python:3.11-slim-bookworm"}, stages
 
 
 def test_runtime_runs_as_non_root(runtime: list[Instruction]) -> None:

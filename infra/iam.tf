@@ -1,0 +1,118 @@
+# Roles of the gateway tasks: the execution role (pull the image, write logs, read secrets)
+# and the task role (what the gateway itself may do in IoT Core: nothing more).
+
+data "aws_iam_policy_document" "ecs_tasks_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "execution" {
+  name               = "${var.name}-execution"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "execution" {
+  role       = aws_iam_role.execution.name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+}
+
+locals {
+  secret_arns    = [for arn in values(var.secrets) : arn if can(regex(":secretsmanager:", arn))]
+  parameter_arns = [for arn in values(var.secrets) : arn if can(regex(":ssm:", arn))]
+}
+
+data "aws_iam_policy_document" "execution_secrets" {
+  count = length(var.secrets) > 0 ? 1 : 0
+
+  dynamic "statement" {
+    for_each = length(local.secret_arns) > 0 ? [1] : []
+    content {
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = local.secret_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(local.parameter_arns) > 0 ? [1] : []
+    content {
+      actions   = ["ssm:GetParameters"]
+      resources = local.parameter_arns
+    }
+  }
+
+  statement {
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.main.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "execution_secrets" {
+  count = length(var.secrets) > 0 ? 1 : 0
+
+  name   = "read-gateway-secrets"
+  role   = aws_iam_role.execution.id
+  policy = data.aws_iam_policy_document.execution_secrets[0].json
+}
+
+# What one gateway may do in IoT Core. The same document is the IoT policy (iot.tf) for
+# gateways that connect with a device certificate instead of the task role.
+data "aws_iam_policy_document" "gateway_iot" {
+  statement {
+    sid       = "ConnectAsChargePoints"
+    actions   = ["iot:Connect"]
+    resources = ["${local.iot_arn_prefix}:client/*"]
+  }
+
+  statement {
+    sid       = "PublishChargePointFrames"
+    actions   = ["iot:Publish"]
+    resources = ["${local.iot_arn_prefix}:topic/*/in"]
+  }
+
+  statement {
+    sid       = "ReceiveAnswers"
+    actions   = ["iot:Receive"]
+    resources = ["${local.iot_arn_prefix}:topic/*/out"]
+  }
+
+  statement {
+    sid       = "SubscribeToAnswers"
+    actions   = ["iot:Subscribe"]
+    resources = ["${local.iot_arn_prefix}:topicfilter/*/out"]
+  }
+}
+
+data "aws_iam_policy_document" "gateway_registry" {
+  statement {
+    sid       = "LookUpChargePoints"
+    actions   = ["iot:DescribeThing"]
+    resources = ["${local.iot_arn_prefix}:thing/*"]
+  }
+}
+
+resource "aws_iam_role" "task" {
+  name               = "${var.name}-task"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+}
+
+resource "aws_iam_role_policy" "task_iot" {
+  name   = "bridge-charge-points"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.gateway_iot.json
+}
+
+resource "aws_iam_role_policy" "task_registry" {
+  name   = "look-up-things"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.gateway_registry.json
+}

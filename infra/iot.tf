@@ -1,0 +1,69 @@
+# IoT Core: the gateway's IoT policy, the charge point Things and the rule that hands every
+# CP frame to the processor through a queue.
+
+resource "aws_iot_policy" "gateway" {
+  name   = "${var.name}-gateway"
+  policy = data.aws_iam_policy_document.gateway_iot.json
+}
+
+resource "aws_iot_thing" "charge_point" {
+  for_each = toset(var.things)
+
+  name = each.key
+}
+
+# `+/in` -> queue: the message body is {"chargePointId": "<cpId>", "message": <the OCPP-J array>}.
+resource "aws_iot_topic_rule" "frames_to_queue" {
+  name        = replace("${var.name}_frames_to_queue", "-", "_")
+  description = "Charge point frames (+/in) to the processor's queue"
+  enabled     = true
+  sql         = "SELECT * AS message, topic(1) AS chargePointId FROM '+/in'"
+  sql_version = "2016-03-23"
+
+  sqs {
+    queue_url  = aws_sqs_queue.frames.url
+    role_arn   = aws_iam_role.iot_rule.arn
+    use_base64 = false
+  }
+
+  error_action {
+    sqs {
+      queue_url  = aws_sqs_queue.frames_dead_letter.url
+      role_arn   = aws_iam_role.iot_rule.arn
+      use_base64 = false
+    }
+  }
+}
+
+data "aws_iam_policy_document" "iot_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["iot.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "iot_rule" {
+  name               = "${var.name}-iot-rule"
+  assume_role_policy = data.aws_iam_policy_document.iot_assume.json
+}
+
+data "aws_iam_policy_document" "iot_rule" {
+  statement {
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.frames.arn, aws_sqs_queue.frames_dead_letter.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "iot_rule" {
+  name   = "send-frames-to-queue"
+  role   = aws_iam_role.iot_rule.id
+  policy = data.aws_iam_policy_document.iot_rule.json
+}
