@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from gateway.links import build_link
 from gateway.observability import Metrics, configure_logging
-from gateway.registry import build_registry
+from gateway.registry import RegistryMisconfigured, build_registry
 from gateway.server import Gateway
 from gateway.settings import Settings
 
@@ -35,15 +35,23 @@ def build_gateway(settings: Settings) -> Gateway:
     )
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings) -> int:
     gateway = build_gateway(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await gateway.start()
+    try:
+        await gateway.start()
+    except RegistryMisconfigured as exc:
+        log.error("gateway.misconfigured", error=str(exc))
+        return 2
+    except OSError as exc:
+        log.error("gateway.cannot_listen", port=settings.port, error=str(exc))
+        return 1
     await stop.wait()
     await gateway.stop()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +73,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(run(settings))
-    else:
-        uvloop.run(run(settings))
-    return 0
+        return asyncio.run(run(settings))
+    return uvloop.run(run(settings))

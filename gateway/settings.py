@@ -1,7 +1,8 @@
 """Gateway configuration, read from environment variables and an optional `.env` file.
 
 Names are prefixed `GATEWAY_`; the AWS sample's names (`OCPP_PROTOCOLS`, `OCPP_GATEWAY_PORT`,
-`IOT_ENDPOINT`, `IOT_PORT`, `AWS_REGION`) are accepted as aliases so existing deployments keep working.
+`IOT_ENDPOINT`, `IOT_PORT`, `AWS_REGION`) are accepted as aliases so existing deployments keep
+working.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class UnknownIdResponse(StrEnum):
 
 
 class LinkMode(StrEnum):
-    PER_CP = "per-cp"
+    PER_CP = "per-cp"  # one MQTT client per CP, client id = cpId (AWS-compatible)
+    SHARED = "shared"  # one MQTT client per gateway, one subscription per connected CP
 
 
 def _split_csv(value: object) -> object:
@@ -87,6 +89,13 @@ class Settings(BaseSettings):
     mqtt_keepalive: int = 60
     broker_grace: float = Field(
         10.0, description="seconds frames are held while the broker link reconnects"
+    )
+    topic_claim: str = Field(
+        "ocpp-gateway/claims/{cp_id}",
+        description="shared link: where replicas announce which one holds a CP",
+    )
+    out_queue_limit: int = Field(
+        1000, ge=1, description="shared link: messages waiting for a slow CP before drops"
     )
 
     # AWS (names from the AWS sample)

@@ -27,6 +27,7 @@ from paho.mqtt.properties import Properties
 from gateway.backoff import backoff_delays
 from gateway.links.base import BrokerUnavailable, Channel, Deliver, LinkLost, OnLost
 from gateway.links.broker_url import BrokerAddress, parse_broker_url
+from gateway.links.grace import publish_within_grace
 from gateway.links.mqtt_common import make_client, subprotocol_property, was_taken_over
 from gateway.links.probe import BrokerProbe
 from gateway.observability import Metrics
@@ -136,43 +137,16 @@ class PerCpChannel:
         return client
 
     async def publish(self, frame: bytes) -> None:
-        deadline = time.monotonic() + self._settings.broker_grace
-        while True:
-            if self._ended.is_set():
-                raise BrokerUnavailable("the broker channel has ended")
-            if not self._connected.is_set():
-                await self._wait_until_connected(deadline)
-                continue
-            client = self._client
-            assert client is not None
-            try:
-                await client.publish(
-                    self._in_topic,
-                    frame,
-                    qos=self._settings.qos,
-                    properties=self._publish_properties,
-                )
-                return
-            except aiomqtt.MqttError as exc:
-                if time.monotonic() >= deadline:
-                    raise BrokerUnavailable(f"cannot publish to {self._in_topic}: {exc}") from exc
-                # The reader notices a lost connection within milliseconds and reconnects;
-                # until then, wait briefly and retry the same frame (at-least-once).
-                await asyncio.sleep(0.05)
-
-    async def _wait_until_connected(self, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise BrokerUnavailable("the broker did not come back within the grace period")
-        waiters = {
-            asyncio.create_task(self._connected.wait()),
-            asyncio.create_task(self._ended.wait()),
-        }
-        try:
-            await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        await publish_within_grace(
+            lambda: self._client,
+            self._connected,
+            self._ended,
+            self._in_topic,
+            frame,
+            self._settings.qos,
+            self._publish_properties,
+            self._settings.broker_grace,
+        )
 
     async def _read_loop(self) -> None:
         client = self._client

@@ -1,0 +1,58 @@
+"""Publishing that rides out a short broker outage: frames wait, in order, up to a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import aiomqtt
+from paho.mqtt.properties import Properties
+
+from gateway.links.base import BrokerUnavailable
+
+RETRY_PAUSE = 0.05
+
+
+async def publish_within_grace(
+    current_client: Callable[[], aiomqtt.Client | None],
+    connected: asyncio.Event,
+    ended: asyncio.Event,
+    topic: str,
+    payload: bytes,
+    qos: int,
+    properties: Properties,
+    grace: float,
+) -> None:
+    """Publish once the link is up, retrying the same frame until `grace` seconds have passed.
+
+    A retry after a lost connection may deliver the frame twice: QoS 1 is at-least-once.
+    """
+    deadline = time.monotonic() + grace
+    while True:
+        if ended.is_set():
+            raise BrokerUnavailable("the broker channel has ended")
+        client = current_client()
+        if client is None or not connected.is_set():
+            await wait_for_either(connected, ended, deadline)
+            continue
+        try:
+            await client.publish(topic, payload, qos=qos, properties=properties)
+            return
+        except aiomqtt.MqttError as exc:
+            if time.monotonic() >= deadline:
+                raise BrokerUnavailable(f"cannot publish to {topic}: {exc}") from exc
+            # The reader notices a lost connection within milliseconds and reconnects.
+            await asyncio.sleep(RETRY_PAUSE)
+
+
+async def wait_for_either(first: asyncio.Event, second: asyncio.Event, deadline: float) -> None:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise BrokerUnavailable("the broker did not come back within the grace period")
+    waiters = {asyncio.create_task(first.wait()), asyncio.create_task(second.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
