@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -34,6 +34,22 @@ class LinkMode(StrEnum):
     SHARED = "shared"  # one MQTT client per gateway, one subscription per connected CP
 
 
+class LinkImpl(StrEnum):
+    """The MQTT client library behind the broker link."""
+
+    AIOMQTT = "aiomqtt"
+    AWSCRT = "awscrt"  # the AWS IoT Device SDK's MQTT 5 client (awsiotsdk / awscrt)
+
+
+class MqttAuth(StrEnum):
+    """How the gateway proves its identity to the broker."""
+
+    # TLS as the URL says (`mqtts://`), with a client certificate when one is configured.
+    CERTIFICATE = "certificate"
+    # awscrt only: MQTT over WebSockets signed with the default AWS credential chain.
+    SIGV4 = "sigv4"
+
+
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
@@ -42,7 +58,12 @@ def _split_csv(value: object) -> object:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="GATEWAY_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix="GATEWAY_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        # Error messages name the setting and the problem, never its value: some are secrets.
+        hide_input_in_errors=True,
     )
 
     # WebSocket server
@@ -82,6 +103,21 @@ class Settings(BaseSettings):
     # Broker
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     link_mode: LinkMode = LinkMode.PER_CP
+    link_impl: LinkImpl = LinkImpl.AIOMQTT
+    mqtt_auth: MqttAuth = MqttAuth.CERTIFICATE
+    # TLS material: a file path, or the PEM text itself (as ECS injects secrets), not both.
+    mqtt_ca_file: Path | None = Field(
+        None, description="CA that signs the broker's certificate; default: the system's CAs"
+    )
+    mqtt_cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
+    mqtt_key_file: Path | None = Field(None, description="the client certificate's private key")
+    mqtt_ca_pem: SecretStr | None = None
+    mqtt_cert_pem: SecretStr | None = None
+    mqtt_key_pem: SecretStr | None = None
+    mqtt_alpn: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="TLS ALPN protocols, e.g. `x-amzn-mqtt-ca` for MQTT on port 443 of AWS IoT",
+    )
     topic_in: str = "{cp_id}/in"
     topic_out: str = "{cp_id}/out"
     qos: int = Field(1, ge=0, le=1)
@@ -109,9 +145,61 @@ class Settings(BaseSettings):
     gateway_id: str = Field("", description="this replica's name in logs; defaults to host:pid")
 
     _split_protocols = field_validator("protocols", "registry_ids", mode="before")(_split_csv)
+    _split_alpn = field_validator("mqtt_alpn", mode="before")(_split_csv)
+
+    @model_validator(mode="after")
+    def _broker_from_iot_endpoint(self) -> Self:
+        """`IOT_ENDPOINT` (and `IOT_PORT`) name the broker unless `GATEWAY_MQTT_URL` is given."""
+        if self.iot_endpoint and "mqtt_url" not in self.model_fields_set:
+            port = self.iot_port
+            if self.mqtt_auth is MqttAuth.SIGV4 and "iot_port" not in self.model_fields_set:
+                port = 443  # AWS IoT Core serves MQTT over WebSockets on 443 only
+            self.mqtt_url = f"mqtts://{self.iot_endpoint}:{port}"
+        return self
+
+    @model_validator(mode="after")
+    def _check_broker_security(self) -> Self:
+        problems = broker_security_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("path_prefix")
     @classmethod
     def _normalise_prefix(cls, value: str) -> str:
         value = value.strip("/")
         return f"/{value}" if value else ""
+
+
+def broker_security_problems(settings: Settings) -> list[str]:
+    """Contradictions in the broker's TLS and authentication settings, each with the fix."""
+    problems = []
+    for item in ("ca", "cert", "key"):
+        if getattr(settings, f"mqtt_{item}_file") and getattr(settings, f"mqtt_{item}_pem"):
+            name = f"GATEWAY_MQTT_{item.upper()}"
+            problems.append(f"set {name}_FILE or {name}_PEM, not both")
+    has_cert = bool(settings.mqtt_cert_file or settings.mqtt_cert_pem)
+    has_key = bool(settings.mqtt_key_file or settings.mqtt_key_pem)
+    if has_cert != has_key:
+        given, missing = ("CERT", "KEY") if has_cert else ("KEY", "CERT")
+        problems.append(
+            f"a client certificate needs its private key: GATEWAY_MQTT_{given}_FILE/_PEM is set "
+            f"but GATEWAY_MQTT_{missing}_FILE/_PEM is not"
+        )
+    uses_tls_options = has_cert or has_key or settings.mqtt_ca_file or settings.mqtt_ca_pem
+    if settings.mqtt_url.startswith("mqtt://") and (uses_tls_options or settings.mqtt_alpn):
+        problems.append(
+            "TLS options are set but GATEWAY_MQTT_URL is plain mqtt://: use mqtts://host:port"
+        )
+    if settings.mqtt_auth is MqttAuth.SIGV4:
+        if settings.link_impl is not LinkImpl.AWSCRT:
+            problems.append("GATEWAY_MQTT_AUTH=sigv4 needs GATEWAY_LINK_IMPL=awscrt")
+        if has_cert or has_key:
+            problems.append(
+                "GATEWAY_MQTT_AUTH=sigv4 signs with AWS credentials: remove the client certificate"
+            )
+        if settings.mqtt_alpn:
+            problems.append("GATEWAY_MQTT_AUTH=sigv4 chooses its own ALPN: unset GATEWAY_MQTT_ALPN")
+        if settings.mqtt_url.startswith("mqtt://"):
+            problems.append("GATEWAY_MQTT_AUTH=sigv4 runs over TLS: use mqtts://<endpoint>:443")
+    return problems
