@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.mosquitto import MosquittoProcess, start_broker
+from tests.support.stack import LocalStack
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +22,12 @@ def private_broker() -> Iterator[MosquittoProcess]:
     process = start_broker()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(broker: MosquittoProcess) -> Iterator[LocalStack]:
+    """The local stack (processor and gateway processes, file registry with CP1) on `broker`."""
+    local = LocalStack(broker)
+    local.start()
+    yield local
+    local.stop()
