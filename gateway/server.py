@@ -44,6 +44,7 @@ class Gateway:
         self.sessions = SessionTable()
         self._server: Server | None = None
         self._shutting_down = False
+        self._revalidation: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -73,6 +74,8 @@ class Gateway:
             close_timeout=settings.close_timeout,
             server_header=None,
         )
+        if settings.registry_revalidate_interval > 0:
+            self._revalidation = asyncio.create_task(self._revalidate_forever())
         log.info(
             "gateway.listening",
             host=settings.host,
@@ -85,6 +88,8 @@ class Gateway:
     async def stop(self) -> None:
         """Refuse new CPs, close every CP with 1012 so it reconnects elsewhere, then the link."""
         self._shutting_down = True
+        if self._revalidation is not None:
+            self._revalidation.cancel()
         if self._server is not None:
             restart = closes.gateway_restarting()
             log.info("gateway.stopping", connections=len(self.sessions))
@@ -193,6 +198,37 @@ class Gateway:
         self.metrics.handshakes.labels(outcome="accepted").inc()
         session = Session(connection, cp_id, subprotocol, self.link, self.sessions, self.metrics)
         await session.run(takeover_wait=self.settings.close_timeout + 1.0)
+
+    # -- while connected ------------------------------------------------------------------
+
+    async def revoke(self, cp_id: str) -> bool:
+        """Close the charge point's session (1008) because it left the registry."""
+        session = self.sessions.get(cp_id)
+        if session is None:
+            return False
+        log.info("cp.revoked", cp_id=cp_id)
+        await session.close(closes.not_registered(cp_id))
+        return True
+
+    async def revalidate_sessions(self) -> int:
+        """Check every connected charge point against the registry; close those now unknown."""
+        revoked = 0
+        for session in self.sessions:
+            try:
+                registered = await self.registry.is_registered(session.cp_id)
+            except RegistryUnavailable:
+                continue  # keep serving known charge points through a registry outage
+            if not registered and self.sessions.is_current(session):
+                revoked += await self.revoke(session.cp_id)
+        return revoked
+
+    async def _revalidate_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.registry_revalidate_interval)
+            try:
+                await self.revalidate_sessions()
+            except Exception:
+                log.exception("registry.revalidation_failed")
 
     async def _registry_refusal(self, cp_id: str) -> Close | None:
         try:

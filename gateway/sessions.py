@@ -19,6 +19,9 @@ class SessionTable:
         self._by_cp_id[session.cp_id] = session
         return previous
 
+    def get(self, cp_id: str) -> Session | None:
+        return self._by_cp_id.get(cp_id)
+
     def is_current(self, session: Session) -> bool:
         return self._by_cp_id.get(session.cp_id) is session
 

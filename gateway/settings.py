@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         None, description="aws-iot: AWS endpoint for registry lookups, e.g. a local emulator"
     )
     unknown_id_response: UnknownIdResponse = UnknownIdResponse.CLOSE_1008
+    registry_revalidate_interval: float = Field(
+        30.0,
+        ge=0,
+        description="seconds between re-checks of connected CPs; unknown ones close 1008; 0: off",
+    )
 
     # Broker
     mqtt_url: str = "mqtt://127.0.0.1:1883"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway.server import Gateway
-from tests.support.gateway import GatewayProcess, ws_url
+from tests.support.gateway import GatewayProcess, running_gateway, ws_url
 from tests.support.mosquitto import MosquittoProcess
 from tests.support.mqtt import MqttPeer
 from tests.support.waiting import until
@@ -140,3 +141,25 @@ async def test_simultaneous_connects_to_two_gateways_leave_exactly_one(
         await asyncio.sleep(0.5)
         assert alive[0].close_code is None
         await alive[0].close()
+
+
+async def test_removed_from_the_registry_while_connected_closes_1008(
+    broker: MosquittoProcess, csms: MqttPeer, tmp_path: Path
+) -> None:
+    things = tmp_path / "things.txt"
+    things.write_text("CP1\nCP2\n")
+    async with running_gateway(
+        broker.url,
+        registry="file",
+        registry_file=things,
+        registry_file_poll_interval=0.1,
+        registry_revalidate_interval=0.2,
+    ) as gw:
+        cp1 = await open_cp(ws_url(gw, "CP1"))
+        cp2 = await open_cp(ws_url(gw, "CP2"))
+        await round_trip(cp1, csms, "CP1", "before")
+        things.write_text("CP2\n")
+        code, reason = await wait_closed(cp1)
+        assert (code, reason) == (1008, "Charge Point CP1 not registered as an IoT Thing")
+        await round_trip(cp2, csms, "CP2", "unaffected")
+        await cp2.close()
