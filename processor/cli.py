@@ -48,11 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         settings = Settings()
+        configure_logging(settings.log_level, settings.log_format)  # before any logger is bound
         processor = Processor(settings)
     except (ValidationError, ValueError) as exc:
         print(f"ocpp-processor: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format)
     log.info(
         "processor.starting",
         broker=settings.mqtt_url.rsplit("@", 1)[-1],

@@ -168,6 +168,8 @@ class Processor:
             self.settings.mqtt_keepalive,
             max_inflight_messages=self.settings.max_in_flight,
         )
+        # aiomqtt warns about "pending publish calls" past this many; the outbox bounds them.
+        client.pending_calls_threshold = self.settings.max_in_flight + 10
         async with client:
             await self._subscribe(client)
             self._connections += 1
