@@ -32,7 +32,7 @@ class RetryBackOff:
     def fixed_part(self, attempt: int) -> float:
         """The delay before reconnection `attempt` (0 = first) without its random share."""
         doublings = min(max(attempt, 0), self.repeat_times)
-        return self.wait_minimum * (2**doublings)
+        return self.wait_minimum * float(2**doublings)
 
 
 class ReconnectDelays:

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.exceptions import ConnectionClosed
 
@@ -61,6 +61,11 @@ class StationBehaviour(ABC):
     @abstractmethod
     async def run_scenario(self) -> None:
         """The charging session asked for with `--scenario`."""
+
+    if TYPE_CHECKING:
+        # Supplied by the `ocpp` library's ChargePoint, which follows this class in the MRO.
+        async def start(self) -> None:
+            """Read and route the CSMS's messages until the connection closes."""
 
     # -- the routine ----------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 OCPP_COMM = "OCPPCommCtrlr"
 SAMPLED_DATA = "SampledDataCtrlr"
@@ -24,7 +24,7 @@ RETRY_RANDOM_RANGE = (OCPP_COMM, "RetryBackOffRandomRange")
 RETRY_REPEAT_TIMES = (OCPP_COMM, "RetryBackOffRepeatTimes")
 
 
-class GetStatus(str, Enum):
+class GetStatus(StrEnum):
     """`GetVariableStatusEnumType`."""
 
     ACCEPTED = "Accepted"
@@ -34,7 +34,7 @@ class GetStatus(str, Enum):
     NOT_SUPPORTED_ATTRIBUTE_TYPE = "NotSupportedAttributeType"
 
 
-class SetStatus(str, Enum):
+class SetStatus(StrEnum):
     """`SetVariableStatusEnumType`."""
 
     ACCEPTED = "Accepted"
@@ -45,7 +45,7 @@ class SetStatus(str, Enum):
     REBOOT_REQUIRED = "RebootRequired"
 
 
-class ConfigurationStatus(str, Enum):
+class ConfigurationStatus(StrEnum):
     """OCPP 1.6 `ConfigurationStatus`."""
 
     ACCEPTED = "Accepted"
@@ -137,7 +137,7 @@ class DeviceModel:
 
     def configuration_16(self, keys: list[str] | None) -> tuple[list[dict[str, object]], list[str]]:
         """GetConfiguration: (known keys with readonly/value, unknown keys)."""
-        wanted = list(_KEYS_16) if not keys else keys
+        wanted = keys if keys else list(_KEYS_16)
         known: list[dict[str, object]] = []
         unknown: list[str] = []
         for key in wanted:

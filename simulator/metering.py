@@ -32,7 +32,9 @@ class EnergyMeter:
         return int(self.register_wh)
 
 
-def sampled_values_201(register_wh: float, power_kw: float, context: str) -> list[dict[str, object]]:
+def sampled_values_201(
+    register_wh: float, power_kw: float, context: str
+) -> list[dict[str, object]]:
     """OCPP 2.0.1 `sampledValue` entries for one meter reading."""
     return [
         {

@@ -1,6 +1,6 @@
 """Simulate an EV charge point from a checkout, with or without the package installed:
 
-    cd simulator && python simulate.py --url ws://localhost:8080 --cp-id CP1
+cd simulator && python simulate.py --url ws://localhost:8080 --cp-id CP1
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ def _importable_package() -> None:
     sys.path[:] = [entry for entry in sys.path if Path(entry or os.getcwd()).resolve() != here]
     try:
         import simulator
+
+        found = simulator.__file__
     except ImportError:
-        simulator = None
-    found = getattr(simulator, "__file__", None)
+        found = None
     if found is None or Path(found).resolve().parent != here:
         # Not installed, or installed from elsewhere: use the checkout around this script.
         sys.modules.pop("simulator", None)

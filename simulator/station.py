@@ -18,8 +18,12 @@ from websockets.typing import Subprotocol
 from simulator.backoff import RetryBackOff
 from simulator.behaviour import StationBehaviour, console
 from simulator.config import StationConfig, StationState
-from simulator.device_model import RETRY_RANDOM_RANGE, RETRY_REPEAT_TIMES, RETRY_WAIT_MINIMUM
-from simulator.device_model import format_number
+from simulator.device_model import (
+    RETRY_RANDOM_RANGE,
+    RETRY_REPEAT_TIMES,
+    RETRY_WAIT_MINIMUM,
+    format_number,
+)
 from simulator.dial import (
     SUBPROTOCOLS,
     basic_auth_header,

@@ -38,9 +38,7 @@ class Station16(StationBehaviour, ChargePoint):  # type: ignore[misc]  # ocpp ha
         self, config: StationConfig, state: StationState, connection: ClientConnection
     ) -> None:
         StationBehaviour.__init__(self, config, state)
-        ChargePoint.__init__(
-            self, config.cp_id, connection, response_timeout=config.call_timeout
-        )
+        ChargePoint.__init__(self, config.cp_id, connection, response_timeout=config.call_timeout)
         self._transaction: Transaction | None = None
         self._reset_when_idle: str | None = None
 
@@ -218,9 +216,7 @@ class Station16(StationBehaviour, ChargePoint):  # type: ignore[misc]  # ocpp ha
         self, key: list[str] | None = None, **_: Any
     ) -> call_result.GetConfiguration:
         known, unknown = self.state.model.configuration_16(key)
-        return call_result.GetConfiguration(
-            configuration_key=known, unknown_key=unknown or None
-        )
+        return call_result.GetConfiguration(configuration_key=known, unknown_key=unknown or None)
 
     @on("ChangeConfiguration")
     def on_change_configuration(

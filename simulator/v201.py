@@ -48,9 +48,7 @@ class Station201(StationBehaviour, ChargePoint):  # type: ignore[misc]  # ocpp h
         self, config: StationConfig, state: StationState, connection: ClientConnection
     ) -> None:
         StationBehaviour.__init__(self, config, state)
-        ChargePoint.__init__(
-            self, config.cp_id, connection, response_timeout=config.call_timeout
-        )
+        ChargePoint.__init__(self, config.cp_id, connection, response_timeout=config.call_timeout)
         self._transaction: Transaction | None = None
         self._reset_when_idle = False
 

@@ -55,7 +55,8 @@ def answer_payload(action: str, subprotocol: str | None, heartbeat_interval: int
     if action == "Heartbeat":
         return {"currentTime": utc_now()}
     if action == "Authorize":
-        return {"idTagInfo": {"status": "Accepted"}} if v16 else {"idTokenInfo": {"status": "Accepted"}}
+        accepted = {"status": "Accepted"}
+        return {"idTagInfo": accepted} if v16 else {"idTokenInfo": accepted}
     if action == "StartTransaction":
         return {"transactionId": 1, "idTagInfo": {"status": "Accepted"}}
     return {}
@@ -119,7 +120,9 @@ class EchoCsms:
         return [
             frame[3]
             for sender, frame in self.frames
-            if sender == cp_id and isinstance(frame, list) and frame[:1] == [2]
+            if sender == cp_id
+            and isinstance(frame, list)
+            and frame[:1] == [2]
             and frame[2] == action
         ]
 
