@@ -104,5 +104,11 @@ class Metrics:
             registry=r,
         )
 
+        # Children resolved once: `labels()` takes a lock and a dict lookup on every call.
+        self.frames_in = self.frames.labels(direction="in")
+        self.frames_out = self.frames.labels(direction="out")
+        self.bytes_in = self.frame_bytes.labels(direction="in")
+        self.bytes_out = self.frame_bytes.labels(direction="out")
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

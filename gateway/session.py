@@ -106,8 +106,8 @@ class Session:
                     await self.close(closes.broker_unavailable())
                     return
                 self._metrics.publish_seconds.observe(time.monotonic() - received)
-                self._metrics.frames.labels(direction="in").inc()
-                self._metrics.frame_bytes.labels(direction="in").inc(len(payload))
+                self._metrics.frames_in.inc()
+                self._metrics.bytes_in.inc(len(payload))
 
     async def _refuse_cp_frame(self, problem: FrameProblem) -> None:
         self._metrics.frames_rejected.labels(direction="in", reason=problem.error_code).inc()
@@ -137,8 +137,8 @@ class Session:
         except ConnectionClosed:
             self._drop_outbound("cp_disconnected", "the charge point is no longer connected")
             return
-        self._metrics.frames.labels(direction="out").inc()
-        self._metrics.frame_bytes.labels(direction="out").inc(len(payload))
+        self._metrics.frames_out.inc()
+        self._metrics.bytes_out.inc(len(payload))
 
     def _drop_outbound(self, reason: str, description: str) -> None:
         self._metrics.frames_dropped.labels(direction="out", reason=reason).inc()

@@ -16,11 +16,21 @@ from gateway.links.broker_url import BrokerAddress
 SESSION_TAKEN_OVER = 0x8E
 
 
+PENDING_CALLS_WARNING = 1_000_000
+
+
 def make_client(
-    address: BrokerAddress, identifier: str, timeout: float, keepalive: int, **options: Any
+    address: BrokerAddress,
+    identifier: str,
+    timeout: float,
+    keepalive: int,
+    tls_context: ssl.SSLContext | None = None,
+    **options: Any,
 ) -> aiomqtt.Client:
-    tls_context = ssl.create_default_context() if address.tls else None
-    return aiomqtt.Client(
+    """An MQTT 5 client; `tls_context` is the link's shared one (default: the system's CAs)."""
+    if address.tls and tls_context is None:
+        tls_context = ssl.create_default_context()
+    client = aiomqtt.Client(
         hostname=address.host,
         port=address.port,
         identifier=identifier,
@@ -29,9 +39,12 @@ def make_client(
         protocol=aiomqtt.ProtocolVersion.V5,
         timeout=timeout,
         keepalive=keepalive,
-        tls_context=tls_context,
+        tls_context=tls_context if address.tls else None,
         **options,
     )
+    # Many QoS 1 publishes in flight is normal for a gateway; aiomqtt would warn on each one.
+    client.pending_calls_threshold = PENDING_CALLS_WARNING
+    return client
 
 
 def subprotocol_property(subprotocol: str) -> Properties:

@@ -71,6 +71,7 @@ class MosquittoProcess:
             "log_type notice",
             "max_inflight_messages 0",
             "max_queued_messages 100000",
+            "set_tcp_nodelay true",
             *self.extra_config,
         ]
         config.write_text("\n".join(lines) + "\n")
