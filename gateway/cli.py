@@ -11,7 +11,7 @@ import sys
 import structlog
 from pydantic import ValidationError
 
-from gateway.links import build_link
+from gateway.links import LinkMisconfigured, build_link
 from gateway.observability import Metrics, configure_logging
 from gateway.registry import RegistryMisconfigured, build_registry
 from gateway.server import Gateway
@@ -36,7 +36,11 @@ def build_gateway(settings: Settings) -> Gateway:
 
 
 async def run(settings: Settings) -> int:
-    gateway = build_gateway(settings)
+    try:
+        gateway = build_gateway(settings)
+    except LinkMisconfigured as exc:
+        log.error("gateway.misconfigured", error=str(exc))
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

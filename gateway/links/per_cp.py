@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 
 import aiomqtt
@@ -30,6 +31,7 @@ from gateway.links.broker_url import BrokerAddress, parse_broker_url
 from gateway.links.grace import publish_within_grace
 from gateway.links.mqtt_common import make_client, subprotocol_property, was_taken_over
 from gateway.links.probe import BrokerProbe
+from gateway.links.tls import tls_context_for
 from gateway.observability import Metrics
 from gateway.settings import Settings
 
@@ -44,12 +46,15 @@ class PerCpLink:
         self._settings = settings
         self._metrics = metrics
         self._address = parse_broker_url(settings.mqtt_url)
+        # One TLS context for the probe and every CP's client.
+        self._tls_context = tls_context_for(settings)
         self._probe = BrokerProbe(
             self._address,
             identifier=f"ocpp-gateway-probe-{gateway_id}",
             timeout=settings.mqtt_timeout,
             keepalive=settings.mqtt_keepalive,
             metrics=metrics,
+            tls_context=self._tls_context,
         )
 
     @property
@@ -71,6 +76,7 @@ class PerCpLink:
             subprotocol,
             deliver,
             on_lost,
+            tls_context=self._tls_context,
         )
         await channel.open()
         return channel
@@ -90,8 +96,11 @@ class PerCpChannel:
         subprotocol: str,
         deliver: Deliver,
         on_lost: OnLost,
+        *,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self._address = address
+        self._tls_context = tls_context
         self._settings = settings
         self._metrics = metrics
         self._probe = probe
@@ -121,6 +130,7 @@ class PerCpChannel:
             self._cp_id,
             self._settings.mqtt_timeout,
             self._settings.mqtt_keepalive,
+            tls_context=self._tls_context,
             clean_start=not resume,
             properties=connect_properties,
         )

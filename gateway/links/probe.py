@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 
 import aiomqtt
@@ -12,6 +13,7 @@ import structlog
 from gateway.backoff import backoff_delays
 from gateway.links.broker_url import BrokerAddress
 from gateway.links.mqtt_common import make_client
+from gateway.links.tls import tls_failure
 from gateway.observability import Metrics
 
 log = structlog.get_logger(__name__)
@@ -25,8 +27,11 @@ class BrokerProbe:
         timeout: float,
         keepalive: int,
         metrics: Metrics,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self._address = address
+        self._tls_context = tls_context
+        self._tls_failure: str | None = None
         self._identifier = identifier
         self._timeout = timeout
         self._keepalive = keepalive
@@ -54,7 +59,13 @@ class BrokerProbe:
     async def _run(self) -> None:
         delays = backoff_delays(initial=0.2, maximum=5.0)
         while True:
-            client = make_client(self._address, self._identifier, self._timeout, self._keepalive)
+            client = make_client(
+                self._address,
+                self._identifier,
+                self._timeout,
+                self._keepalive,
+                tls_context=self._tls_context,
+            )
             try:
                 async with client:
                     self._set_ready(True)
@@ -63,12 +74,23 @@ class BrokerProbe:
                     async for _ in client.messages:
                         pass
             except aiomqtt.MqttError as exc:
-                if self.ready:
+                failure = tls_failure(exc)
+                if failure is not None:
+                    self._report_tls_failure(failure)
+                elif self.ready:
                     log.warning("broker.lost", error=str(exc))
             self._set_ready(False)
             await asyncio.sleep(next(delays))
 
+    def _report_tls_failure(self, failure: str) -> None:
+        if failure != self._tls_failure:  # once per distinct failure, not at every retry
+            self._tls_failure = failure
+            host, port = self._address.host, self._address.port
+            log.error("broker.tls_failed", host=host, port=port, error=failure)
+
     def _set_ready(self, ready: bool) -> None:
+        if ready:
+            self._tls_failure = None
         if ready and not self.ready:
             log.info("broker.reachable", host=self._address.host, port=self._address.port)
             self._connected.set()

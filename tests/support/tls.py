@@ -1,0 +1,150 @@
+"""A throwaway certificate authority for tests: broker, client and an unrelated "wrong" CA.
+
+Files land in a world-readable directory because Mosquitto drops root to user `mosquitto`
+before it reads its TLS files; nothing here protects anything real.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+BROKER_HOST = "localhost"
+_ONE_DAY = datetime.timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Issued:
+    cert: Path
+    key: Path
+
+    def cert_pem(self) -> str:
+        return self.cert.read_text()
+
+    def key_pem(self) -> str:
+        return self.key.read_text()
+
+
+@dataclass(frozen=True)
+class TestPki:
+    directory: Path
+    ca: Path
+    broker: Issued
+    client: Issued
+    wrong_ca: Path
+    # Signed by the wrong CA: a broker that demands a client certificate refuses it.
+    stranger: Issued
+
+
+def make_pki(directory: Path | None = None) -> TestPki:
+    directory = directory or Path(tempfile.mkdtemp(prefix="test-pki-"))
+    directory.chmod(0o755)
+    ca_key, ca_cert = _make_ca("Gateway Test CA")
+    wrong_key, wrong_cert = _make_ca("Somebody Else's CA")
+    broker_key = ec.generate_private_key(ec.SECP256R1())
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    stranger_key = ec.generate_private_key(ec.SECP256R1())
+    broker_cert = _issue(
+        ca_key, ca_cert, broker_key, "broker", server=True,
+        names=[x509.DNSName(BROKER_HOST), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+    )
+    client_cert = _issue(ca_key, ca_cert, client_key, "ocpp-gateway", server=False)
+    stranger_cert = _issue(wrong_key, wrong_cert, stranger_key, "stranger", server=False)
+    return TestPki(
+        directory=directory,
+        ca=_write(directory / "ca.pem", _cert_pem(ca_cert)),
+        broker=_write_pair(directory, "broker", broker_cert, broker_key),
+        client=_write_pair(directory, "client", client_cert, client_key),
+        wrong_ca=_write(directory / "wrong-ca.pem", _cert_pem(wrong_cert)),
+        stranger=_write_pair(directory, "stranger", stranger_cert, stranger_key),
+    )
+
+
+def _make_ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + _ONE_DAY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True,
+                content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _issue(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    key: ec.EllipticCurvePrivateKey,
+    common_name: str,
+    server: bool,
+    names: list[x509.GeneralName] | None = None,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + _ONE_DAY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def _cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _write_pair(
+    directory: Path, name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> Issued:
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return Issued(
+        cert=_write(directory / f"{name}.pem", _cert_pem(cert)),
+        key=_write(directory / f"{name}.key", key_pem),
+    )
+
+
+def _write(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    os.chmod(path, 0o644)
+    return path
