@@ -17,14 +17,19 @@ def energy_wh(power_kw: float, seconds: float) -> float:
 class EnergyMeter:
     """A cumulative import register that only ever rises, like a real meter's."""
 
-    register_wh: float = 0.0
+    exact_wh: float = 0.0
 
     def charge(self, power_kw: float, seconds: float) -> float:
         """Advance the register by `seconds` at `power_kw`; return the new reading."""
         if power_kw < 0 or seconds < 0:
             raise ValueError("a meter only counts energy delivered: power and time must be >= 0")
-        self.register_wh = round(self.register_wh + energy_wh(power_kw, seconds), 3)
+        self.exact_wh += energy_wh(power_kw, seconds)
         return self.register_wh
+
+    @property
+    def register_wh(self) -> float:
+        """The reading, to the mWh."""
+        return round(self.exact_wh, 3)
 
     @property
     def register_wh_int(self) -> int:

@@ -209,11 +209,12 @@ class Thresholds:
 
 
 def _number(value: float | None, unit: str = "") -> str:
-    if value is None:
+    """Three significant digits or so: 1,234/s, 50.2 ms, 0.25 ms."""
+    if value is None or not math.isfinite(value):
         return "-"
-    if math.isfinite(value) and value == int(value) and abs(value) >= 100:
-        return f"{int(value):,}{unit}"
-    return f"{value:,.1f}{unit}" if abs(value) >= 10 else f"{value:.2f}{unit}"
+    if abs(value) >= 100:
+        return f"{value:,.0f}{unit}"
+    return f"{value:.1f}{unit}" if abs(value) >= 10 else f"{value:.2f}{unit}"
 
 
 def _counts(counts: dict[str, int]) -> str:

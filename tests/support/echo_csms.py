@@ -94,8 +94,14 @@ class EchoCsms:
     ssl_context: ssl.SSLContext | None = None
     record: bool = True
     """Keep every received frame in `frames` (turn off for benchmarks)."""
+    ignore_actions: set[str] = field(default_factory=set)
+    """CALLs left unanswered (the caller times out)."""
+    error_actions: dict[str, str] = field(default_factory=dict)
+    """CALLs answered with a CALLERROR of this code."""
 
     frames: list[tuple[str, Any]] = field(default_factory=list)
+    requests: Counter[str] = field(default_factory=Counter)
+    """Opening handshakes per id, refused ones included."""
     connections: Counter[str] = field(default_factory=Counter)
     live: dict[str, ServerConnection] = field(default_factory=dict)
     peer_certificates: dict[str, Any] = field(default_factory=dict)
@@ -172,6 +178,7 @@ class EchoCsms:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         cp_id = cp_id_of(request.path)
+        self.requests[cp_id] += 1
         status = self.http_status.get(cp_id)
         if status is not None:
             return connection.respond(HTTPStatus(status), f"refused {cp_id}\n")
@@ -186,6 +193,17 @@ class EchoCsms:
         return cp_id in self.passwords and hmac.compare_digest(
             header.encode(), b"Basic " + expected
         )
+
+    def _reply(self, text: str, subprotocol: str | None) -> str | None:
+        if self.ignore_actions or self.error_actions:
+            with contextlib.suppress(ValueError, IndexError, TypeError):
+                message = json.loads(text)
+                if message[0] == 2 and message[2] in self.ignore_actions:
+                    return None
+                if message[0] == 2 and message[2] in self.error_actions:
+                    code = self.error_actions[message[2]]
+                    return json.dumps([4, message[1], code, "refused by the test", {}])
+        return answer(text, subprotocol, self.heartbeat_interval)
 
     async def _handle(self, connection: ServerConnection) -> None:
         cp_id = cp_id_of(connection.request.path if connection.request else "/")
@@ -206,7 +224,7 @@ class EchoCsms:
                 if self.record:
                     with contextlib.suppress(ValueError):
                         self.frames.append((cp_id, json.loads(text)))
-                reply = answer(text, connection.subprotocol, self.heartbeat_interval)
+                reply = self._reply(text, connection.subprotocol)
                 if reply is not None:
                     self.calls_answered += 1
                     await connection.send(reply)
