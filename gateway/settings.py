@@ -20,6 +20,7 @@ class RegistryBackend(StrEnum):
     STATIC = "static"
     ALLOW_ALL = "allow-all"
     AWS_IOT = "aws-iot"
+    DYNAMODB = "dynamodb"  # a DynamoDB table mirroring the Things, keyed by `chargePointId`
 
 
 class UnknownIdResponse(StrEnum):
@@ -48,6 +49,23 @@ class MqttAuth(StrEnum):
     CERTIFICATE = "certificate"
     # awscrt only: MQTT over WebSockets signed with the default AWS credential chain.
     SIGV4 = "sigv4"
+
+
+# Published by AWS IoT when a Thing is deleted (registry events must be enabled in the account).
+THING_DELETED_TOPIC = "$aws/events/thing/+/deleted"
+
+
+def topic_filter_problem(topic_filter: str) -> str | None:
+    """What makes `topic_filter` an invalid MQTT subscription, or None when it is valid."""
+    levels = topic_filter.split("/")
+    for position, level in enumerate(levels):
+        if "#" in level and (level != "#" or position != len(levels) - 1):
+            return "`#` must be a whole level, and the last one"
+        if "+" in level and level != "+":
+            return "`+` must be a whole level"
+    if len(topic_filter.encode()) > 65535:
+        return "longer than 65535 bytes"
+    return None
 
 
 def _split_csv(value: object) -> object:
@@ -93,10 +111,24 @@ class Settings(BaseSettings):
         1.0, gt=0, description="seconds between checks of the registry file for changes"
     )
     registry_max_concurrency: int = Field(
-        16, ge=1, description="aws-iot: DescribeThing calls in flight at once, at most"
+        16, ge=1, description="aws-iot/dynamodb: registry calls in flight at once, at most"
+    )
+    registry_max_attempts: int = Field(
+        3, ge=1, le=10, description="aws-iot/dynamodb: attempts per lookup (adaptive retry)"
+    )
+    registry_table: str = Field(
+        "", description="dynamodb: the table of registered ids, keyed by `chargePointId`"
+    )
+    registry_consistent_read: bool = Field(
+        False, description="dynamodb: strongly consistent reads (twice the read capacity)"
+    )
+    registry_events_topic: str = Field(
+        "",
+        description="topic of Thing-deleted events; default `$aws/events/thing/+/deleted` "
+        "with aws-iot and dynamodb; empty: off",
     )
     aws_endpoint_url: str | None = Field(
-        None, description="aws-iot: AWS endpoint for registry lookups, e.g. a local emulator"
+        None, description="aws-iot/dynamodb: AWS endpoint for registry lookups, e.g. an emulator"
     )
     unknown_id_response: UnknownIdResponse = UnknownIdResponse.CLOSE_1008
     registry_revalidate_interval: float = Field(
@@ -151,6 +183,27 @@ class Settings(BaseSettings):
 
     _split_protocols = field_validator("protocols", "registry_ids", mode="before")(_split_csv)
     _split_alpn = field_validator("mqtt_alpn", mode="before")(_split_csv)
+
+    @model_validator(mode="after")
+    def _default_registry_events_topic(self) -> Self:
+        """AWS registries listen for Thing-deleted events unless the topic is set (even empty)."""
+        if "registry_events_topic" not in self.model_fields_set and self.registry in {
+            RegistryBackend.AWS_IOT,
+            RegistryBackend.DYNAMODB,
+        }:
+            self.registry_events_topic = THING_DELETED_TOPIC
+        return self
+
+    @field_validator("registry_events_topic")
+    @classmethod
+    def _check_events_topic(cls, value: str) -> str:
+        value = value.strip()
+        problem = topic_filter_problem(value) if value else None
+        if problem is not None:
+            raise ValueError(
+                f"GATEWAY_REGISTRY_EVENTS_TOPIC is not a valid MQTT topic filter: {problem}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _broker_from_iot_endpoint(self) -> Self:
