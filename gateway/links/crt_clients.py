@@ -31,6 +31,7 @@ from awscrt import auth, io, mqtt5
 from awscrt.exceptions import AwsCrtError
 
 from gateway.links.broker_url import parse_broker_url
+from gateway.links.errors import LinkMisconfigured
 from gateway.links.tls import TlsConfigError, TlsMaterial, load_tls_material
 from gateway.settings import MqttAuth, Settings
 
@@ -70,7 +71,7 @@ def crt_endpoint(settings: Settings) -> CrtEndpoint:
         )
     region = settings.aws_region or region_of_iot_endpoint(address.host)
     if region is None:
-        raise TlsConfigError(
+        raise LinkMisconfigured(
             f"GATEWAY_MQTT_AUTH=sigv4 signs for an AWS region: set AWS_REGION (the broker host "
             f"{address.host!r} does not name one)"
         )
@@ -89,6 +90,16 @@ def region_of_iot_endpoint(host: str) -> str | None:
     """`abc-ats.iot.eu-west-1.amazonaws.com` -> `eu-west-1`; None for other hosts."""
     match = _IOT_REGION.search(host)
     return match.group(1) if match else None
+
+
+def alpn_protocols(endpoint: CrtEndpoint, material: TlsMaterial) -> tuple[str, ...]:
+    """The configured ALPN list, or what the SDK's builders choose on port 443."""
+    if material.alpn:
+        return material.alpn
+    if endpoint.port == AWS_IOT_WEBSOCKETS_PORT and io.is_alpn_available():
+        # On 443, AWS IoT Core routes by ALPN: MQTT with x-amzn-mqtt-ca, WebSockets with http/1.1.
+        return ("http/1.1",) if endpoint.sigv4_region else ("x-amzn-mqtt-ca",)
+    return ()
 
 
 class ClientEvents(Protocol):
@@ -135,21 +146,13 @@ class CrtClientFactory:
                 options = io.TlsContextOptions()
             if material.ca_pem is not None:
                 options.override_default_trust_store(material.ca_pem)
-            options.alpn_list = list(self._alpn(material)) or None
+            options.alpn_list = list(alpn_protocols(self.endpoint, material)) or None
             return io.ClientTlsContext(options)
-        except AwsCrtError as exc:
+        except (AwsCrtError, RuntimeError) as exc:  # the CRT raises either
             raise TlsConfigError(
-                f"the AWS CRT cannot use the configured CA, certificate or key ({exc.name}): "
+                f"the AWS CRT cannot use the configured CA, certificate or key ({_crt_name(exc)}): "
                 "check that they are PEM and that the key belongs to the certificate"
             ) from None
-
-    def _alpn(self, material: TlsMaterial) -> tuple[str, ...]:
-        if material.alpn:
-            return material.alpn
-        if self.endpoint.port == AWS_IOT_WEBSOCKETS_PORT and io.is_alpn_available():
-            # What the SDK's builders choose on 443, where AWS IoT Core needs ALPN to route.
-            return ("http/1.1",) if self.endpoint.sigv4_region else ("x-amzn-mqtt-ca",)
-        return ()
 
     def new_client(
         self,
@@ -384,6 +387,14 @@ def _name(puback: mqtt5.PubackPacket) -> str:
     code = puback.reason_code
     text = getattr(code, "name", str(code))
     return f"{text} ({puback.reason_string})" if puback.reason_string else text
+
+
+def _crt_name(error: Exception) -> str:
+    """`AWS_IO_TLS_CTX_ERROR` from an AwsCrtError, or from "1033 (AWS_IO_TLS_CTX_ERROR): ..."."""
+    if isinstance(error, AwsCrtError):
+        return str(error.name)
+    match = re.search(r"\((AWS_[A-Z0-9_]+)\)", str(error))
+    return match.group(1) if match else type(error).__name__
 
 
 def is_user_requested_stop(error: BaseException | None) -> bool:

@@ -88,7 +88,7 @@ def pem_bytes(content: bytes, source: str) -> bytes:
     """
     text = content.strip().strip(b"\"'").strip()
     if b"\n" not in text and b"\\n" in text:
-        text = text.replace(b"\\n", b"\n")
+        text = text.replace(b"\\n", b"\n").strip()
     if not text.startswith(PEM_BEGIN):
         raise TlsConfigError(
             f"{source} does not hold PEM text: it should start with '-----BEGIN' "

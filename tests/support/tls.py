@@ -35,7 +35,7 @@ class Issued:
 
 
 @dataclass(frozen=True)
-class TestPki:
+class Pki:
     directory: Path
     ca: Path
     broker: Issued
@@ -45,7 +45,7 @@ class TestPki:
     stranger: Issued
 
 
-def make_pki(directory: Path | None = None) -> TestPki:
+def make_pki(directory: Path | None = None) -> Pki:
     directory = directory or Path(tempfile.mkdtemp(prefix="test-pki-"))
     directory.chmod(0o755)
     ca_key, ca_cert = _make_ca("Gateway Test CA")
@@ -54,12 +54,16 @@ def make_pki(directory: Path | None = None) -> TestPki:
     client_key = ec.generate_private_key(ec.SECP256R1())
     stranger_key = ec.generate_private_key(ec.SECP256R1())
     broker_cert = _issue(
-        ca_key, ca_cert, broker_key, "broker", server=True,
+        ca_key,
+        ca_cert,
+        broker_key,
+        "broker",
+        server=True,
         names=[x509.DNSName(BROKER_HOST), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
     )
     client_cert = _issue(ca_key, ca_cert, client_key, "ocpp-gateway", server=False)
     stranger_cert = _issue(wrong_key, wrong_cert, stranger_key, "stranger", server=False)
-    return TestPki(
+    return Pki(
         directory=directory,
         ca=_write(directory / "ca.pem", _cert_pem(ca_cert)),
         broker=_write_pair(directory, "broker", broker_cert, broker_key),
@@ -84,9 +88,15 @@ def _make_ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
