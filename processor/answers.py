@@ -21,8 +21,8 @@ from enum import StrEnum
 from typing import Any
 
 from ocpp.charge_point import remove_nones, serialize_as_dict, snake_to_camel_case
+from ocpp.exceptions import InternalError, OCPPError
 from ocpp.exceptions import NotImplementedError as OcppNotImplemented
-from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult, unpack
 from ocpp.v16 import call_result as v16_result
 from ocpp.v16 import datatypes as v16_types
@@ -164,6 +164,12 @@ def _answer_call(
         handled = handler(request)
     except OCPPError as exc:
         return error(exc.code, str(exc.description), dict(exc.details))
+    except Exception as exc:  # a bug must still give the CP a CALLERROR, never a CALLRESULT
+        return error(
+            InternalError.code,
+            f"{request.action} could not be handled",
+            {"cause": type(exc).__name__},
+        )
     payload = snake_to_camel_case(remove_nones(serialize_as_dict(handled.result)))
     change = _combine(seen, handled.change)
     return Outcome(

@@ -13,9 +13,10 @@ Failed records are reported in `batchItemFailures`, so SQS redelivers only those
 harmless: an OCPP 1.6 StartTransaction seen before gets the transaction id it got the first
 time, other answers are simply sent again.
 
-Environment: `AWS_REGION`, `IOT_DATA_ENDPOINT` (optional, the account's IoT data endpoint),
-`PROCESSOR_HEARTBEAT_INTERVAL` (10), `PROCESSOR_TOPIC_OUT` (`{cp_id}/out`),
-`PROCESSOR_STATE_SHADOW` (`ocpp`; empty: do not record it), `PROCESSOR_LOG_LEVEL` (INFO).
+Environment: `AWS_REGION`, `IOT_DATA_ENDPOINT` (optional, the account's IoT data endpoint;
+`IOT_ENDPOINT` is also read), `PROCESSOR_HEARTBEAT_INTERVAL` (10), `PROCESSOR_TOPIC_OUT`
+(`{cp_id}/out`), `PROCESSOR_STATE_SHADOW` (`ocpp`; empty: do not record it),
+`PROCESSOR_LOG_LEVEL` or `LOG_LEVEL` (INFO).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class LambdaConfig:
             heartbeat_interval=interval,
             topic_out=environ.get("PROCESSOR_TOPIC_OUT", "{cp_id}/out"),
             state_shadow=environ.get("PROCESSOR_STATE_SHADOW", "ocpp"),
-            log_level=environ.get("PROCESSOR_LOG_LEVEL", "INFO"),
+            log_level=environ.get("PROCESSOR_LOG_LEVEL") or environ.get("LOG_LEVEL") or "INFO",
         )
         TopicTemplate(config.topic_out)  # raises ValueError with what is wrong
         return config
@@ -271,7 +272,8 @@ def build_from_environment(environ: Mapping[str, str]) -> CsmsOnAws:
 
     config = LambdaConfig.from_environment(environ)
     configure_logging(config.log_level)
-    endpoint = environ.get("IOT_DATA_ENDPOINT") or None
+    # The data endpoint serves both MQTT and the HTTPS API: the gateway's IOT_ENDPOINT works too.
+    endpoint = environ.get("IOT_DATA_ENDPOINT") or environ.get("IOT_ENDPOINT") or None
     if endpoint is not None and "://" not in endpoint:
         endpoint = f"https://{endpoint}"
     client = boto3.client("iot-data", region_name=environ.get("AWS_REGION"), endpoint_url=endpoint)

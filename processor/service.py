@@ -206,15 +206,23 @@ class Processor:
 
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            topic = message.topic.value
-            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
-            cp_id = self._topic_in.cp_id(topic)
-            if cp_id is not None:
-                await self._on_frame(client, cp_id, bytes(payload), _subprotocol(message))
-                continue
-            cp_id = self._topic_state.cp_id(topic)
-            if cp_id is not None and self.settings.record_state:
-                await self._on_state_document(client, cp_id, bytes(payload))
+            try:
+                await self._on_message(client, message)
+            except aiomqtt.MqttError:
+                raise
+            except Exception:  # one message must not stop the service
+                self._log.exception("message.failed", topic=message.topic.value)
+
+    async def _on_message(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        topic = message.topic.value
+        payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+        cp_id = self._topic_in.cp_id(topic)
+        if cp_id is not None:
+            await self._on_frame(client, cp_id, bytes(payload), _subprotocol(message))
+            return
+        cp_id = self._topic_state.cp_id(topic)
+        if cp_id is not None and self.settings.record_state:
+            await self._on_state_document(client, cp_id, bytes(payload))
 
     async def _on_frame(
         self, client: aiomqtt.Client, cp_id: str, frame: bytes, subprotocol: str | None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from processor.topics import template_problem
@@ -62,3 +62,11 @@ class Settings(BaseSettings):
         if any(char in value for char in "/+#"):
             raise ValueError("the share group must not contain '/', '+' or '#'")
         return value
+
+    @model_validator(mode="after")
+    def _distinct_topics(self) -> Settings:
+        if len({self.topic_in, self.topic_out, self.topic_state}) != 3:
+            raise ValueError(
+                "PROCESSOR_TOPIC_IN, _OUT and _STATE must be three different templates"
+            )
+        return self

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from processor import answers
 from processor.answers import (
     AnswerConfig,
     Inbound,
@@ -329,6 +330,15 @@ def test_a_very_long_bad_value_keeps_the_description_short() -> None:
     payload = {"chargingStation": {"model": "M" * 5000, "vendorName": "A"}, "reason": "PowerUp"}
     frame = reply_of(answer(call("BootNotification", payload)))
     assert len(frame[3]) <= 255
+
+
+def test_a_failing_handler_still_gives_a_callerror(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(request: object) -> object:
+        raise KeyError("something the schema let through")
+
+    monkeypatch.setitem(answers._HANDLERS[OcppVersion.V201], "Heartbeat", broken)
+    frame = reply_of(answer(call("Heartbeat", {}, "h1")))
+    assert frame[:3] == [4, "h1", "InternalError"]
 
 
 @pytest.mark.parametrize("subprotocol", [None, "", "ocpp9.9", "wamp"])

@@ -234,7 +234,8 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("share_group", "a/b"), ("heartbeat_interval", 0), ("qos", 2)]
+    ("field", "value"),
+    [("share_group", "a/b"), ("heartbeat_interval", 0), ("qos", 2), ("topic_state", "{cp_id}/in")],
 )
 def test_bad_settings_are_refused(field: str, value: object) -> None:
     with pytest.raises(ValidationError):
