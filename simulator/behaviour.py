@@ -76,7 +76,7 @@ class StationBehaviour(ABC):
         else:
             await self.boot_until_accepted(self.state.boot_reason)
         jobs: list[Coroutine[Any, Any, None]] = [self.run_heartbeats()]
-        if self.config.scenario is not None and not self.state.scenario_started:
+        if self.config.scenario and not self.state.scenario_started:
             self.state.scenario_started = True
             jobs.append(self.run_scenario())
         await asyncio.gather(*jobs)

@@ -24,7 +24,7 @@ from simulator.arguments import (
     reconnect_backoff,
     tls_files,
 )
-from simulator.config import Scenario, StationConfig
+from simulator.config import ChargingSession, StationConfig
 from simulator.dial import DialSettingsError, station_url
 from simulator.identity import (
     DEFAULT_FIRMWARE,
@@ -91,7 +91,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="default: %(default)s",
     )
 
-    session = parser.add_argument_group("charging session")
+    session = parser.add_argument_group("charging session (--scenario, or started by the CSMS)")
     session.add_argument(
         "--scenario",
         action="store_true",
@@ -141,14 +141,6 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     problems = identity_problems(identity, args.ocpp)
     if problems:
         parser.error("; ".join(problems))
-    scenario = None
-    if args.scenario:
-        scenario = Scenario(
-            power_kw=args.power_kw,
-            meter_interval=args.meter_interval,
-            meter_samples=int(args.meter_samples),
-            id_token=args.id_token,
-        )
     return StationConfig(
         cp_id=args.cp_id,
         url=args.url,
@@ -158,7 +150,13 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         tls=tls_files(parser, args),
         heartbeat_interval=args.heartbeat_interval,
         heartbeats=None if args.heartbeats is None else int(args.heartbeats),
-        scenario=scenario,
+        scenario=args.scenario,
+        session=ChargingSession(
+            power_kw=args.power_kw,
+            meter_interval=args.meter_interval,
+            meter_samples=int(args.meter_samples),
+            id_token=args.id_token,
+        ),
         reconnect=reconnect_backoff(args),
         call_timeout=args.call_timeout,
         open_timeout=args.open_timeout,

@@ -14,8 +14,8 @@ DEFAULT_HEARTBEAT_INTERVAL = 10.0
 
 
 @dataclass(frozen=True)
-class Scenario:
-    """A charging session: plug in, authorize, charge at `power_kw`, stop, unplug."""
+class ChargingSession:
+    """How a charging session goes, whether `--scenario` or the CSMS started it."""
 
     power_kw: float = 11.0
     meter_interval: float = 10.0
@@ -35,7 +35,9 @@ class StationConfig:
     """Overrides the interval the CSMS returns; None follows the CSMS."""
     heartbeats: int | None = None
     """Stop after this many heartbeats (and the scenario, if any); None runs until stopped."""
-    scenario: Scenario | None = None
+    scenario: bool = False
+    """Run one charging session right after the boot."""
+    session: ChargingSession = field(default_factory=ChargingSession)
     reconnect: RetryBackOff | None = None
     """Re-dial with this back-off after a refusal or a drop; None exits instead."""
     call_timeout: float = 30.0
@@ -67,14 +69,13 @@ class StationState:
     @classmethod
     def initial(cls, config: StationConfig) -> StationState:
         backoff = config.reconnect or RetryBackOff()
-        scenario = config.scenario or Scenario()
         model = initial_device_model(
             cp_id=config.cp_id,
             model=config.identity.model,
             vendor=config.identity.vendor,
             serial=config.identity.serial,
             heartbeat_interval=config.heartbeat_interval or DEFAULT_HEARTBEAT_INTERVAL,
-            meter_interval=scenario.meter_interval,
+            meter_interval=config.session.meter_interval,
             security_profile=config.security_profile,
             retry_wait_minimum=backoff.wait_minimum,
             retry_random_range=backoff.random_range,

@@ -11,7 +11,7 @@ from ocpp.v16 import ChargePoint, call, call_result
 from websockets.asyncio.client import ClientConnection
 
 from simulator.behaviour import BootAnswer, StationBehaviour, console, utc_now
-from simulator.config import Scenario, StationConfig, StationState
+from simulator.config import StationConfig, StationState
 from simulator.device_model import AUTH
 from simulator.identity import boot_payload_16
 from simulator.metering import sampled_values_16
@@ -76,8 +76,8 @@ class Station16(StationBehaviour, ChargePoint):  # type: ignore[misc]  # ocpp ha
         return "Available" if self.state.connector_available else "Unavailable"
 
     def meter_value(self, context: str) -> list[dict[str, Any]]:
-        scenario = self.config.scenario or Scenario()
-        power = scenario.power_kw if self._transaction is not None else 0.0
+        session = self.config.session
+        power = session.power_kw if self._transaction is not None else 0.0
         return [
             {
                 "timestamp": utc_now(),
@@ -88,9 +88,9 @@ class Station16(StationBehaviour, ChargePoint):  # type: ignore[misc]  # ocpp ha
     # -- the charging session -------------------------------------------------------------------
 
     async def run_scenario(self) -> None:
-        scenario = self.config.scenario or Scenario()
+        session = self.config.session
         await self.send_status("Available")
-        await self.charge(scenario.id_token, authorize=True)
+        await self.charge(session.id_token, authorize=True)
 
     async def charge(self, id_tag: str, *, authorize: bool) -> None:
         """Preparing, (Authorize,) StartTransaction, Charging, MeterValues, StopTransaction."""
@@ -118,7 +118,7 @@ class Station16(StationBehaviour, ChargePoint):  # type: ignore[misc]  # ocpp ha
         return True
 
     async def run_transaction(self, transaction: Transaction) -> None:
-        scenario = self.config.scenario or Scenario()
+        session = self.config.session
         cp_id = self.config.cp_id
         started = await self.call(
             call.StartTransaction(
@@ -134,12 +134,12 @@ class Station16(StationBehaviour, ChargePoint):  # type: ignore[misc]  # ocpp ha
         transaction.transaction_id = int(started.transaction_id)
         console.info("%s: transaction %s started", cp_id, transaction.transaction_id)
         await self.send_status("Charging")
-        for _ in range(scenario.meter_samples):
+        for _ in range(session.meter_samples):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(transaction.stop_requested.wait(), self.meter_interval())
             if transaction.stop_requested.is_set():
                 break
-            self.state.meter.charge(scenario.power_kw, self.meter_interval())
+            self.state.meter.charge(session.power_kw, self.meter_interval())
             await self.call(
                 call.MeterValues(
                     connector_id=CONNECTOR_ID,

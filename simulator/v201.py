@@ -12,7 +12,7 @@ from ocpp.v201 import ChargePoint, call, call_result
 from websockets.asyncio.client import ClientConnection
 
 from simulator.behaviour import BootAnswer, StationBehaviour, console, utc_now
-from simulator.config import Scenario, StationConfig, StationState
+from simulator.config import StationConfig, StationState
 from simulator.device_model import AUTH
 from simulator.identity import charging_station_201
 from simulator.metering import sampled_values_201
@@ -82,8 +82,8 @@ class Station201(StationBehaviour, ChargePoint):  # type: ignore[misc]  # ocpp h
         return "Available" if self.state.connector_available else "Unavailable"
 
     def meter_value(self, context: str) -> list[dict[str, Any]]:
-        scenario = self.config.scenario or Scenario()
-        power = scenario.power_kw if self._transaction is not None else 0.0
+        session = self.config.session
+        power = session.power_kw if self._transaction is not None else 0.0
         return [
             {
                 "timestamp": utc_now(),
@@ -94,10 +94,10 @@ class Station201(StationBehaviour, ChargePoint):  # type: ignore[misc]  # ocpp h
     # -- the charging session -------------------------------------------------------------------
 
     async def run_scenario(self) -> None:
-        scenario = self.config.scenario or Scenario()
+        session = self.config.session
         await self.send_status("Available")
         await self.charge(
-            {"idToken": scenario.id_token, "type": "ISO14443"},
+            {"idToken": session.id_token, "type": "ISO14443"},
             trigger="Authorized",
             authorize=True,
         )
@@ -126,7 +126,7 @@ class Station201(StationBehaviour, ChargePoint):  # type: ignore[misc]  # ocpp h
     async def run_transaction(
         self, transaction: Transaction, trigger: str, remote_start_id: int | None
     ) -> None:
-        scenario = self.config.scenario or Scenario()
+        session = self.config.session
         cp_id = self.config.cp_id
         tx_id = transaction.transaction_id
         info: dict[str, Any] = {"transactionId": tx_id, "chargingState": "Charging"}
@@ -136,12 +136,12 @@ class Station201(StationBehaviour, ChargePoint):  # type: ignore[misc]  # ocpp h
             transaction, "Started", trigger, info, "Transaction.Begin", transaction.id_token
         )
         console.info("%s: transaction %s started", cp_id, tx_id)
-        for _ in range(scenario.meter_samples):
+        for _ in range(session.meter_samples):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(transaction.stop_requested.wait(), self.meter_interval())
             if transaction.stop_requested.is_set():
                 break
-            self.state.meter.charge(scenario.power_kw, self.meter_interval())
+            self.state.meter.charge(session.power_kw, self.meter_interval())
             info = {"transactionId": tx_id, "chargingState": "Charging"}
             await self.transaction_event(
                 transaction, "Updated", "MeterValuePeriodic", info, "Sample.Periodic"

@@ -33,7 +33,8 @@ def test_single_defaults_are_the_documented_ones() -> None:
     assert config.identity.imsi == "310410123456789"
     assert config.heartbeat_interval is None
     assert config.heartbeats is None
-    assert config.scenario is None
+    assert config.scenario is False
+    assert config.session.meter_interval == 10.0
     assert config.reconnect is None
     assert config.password is None
     assert config.compression is True
@@ -53,9 +54,9 @@ def test_single_options() -> None:
     assert (config.identity.firmware, config.identity.vendor) == ("F1", "V1")
     assert config.password == "pw"
     assert config.security_profile == 2
-    assert config.scenario is not None
-    assert config.scenario.power_kw == 22.0
-    assert config.scenario.meter_samples == 3
+    assert config.scenario is True
+    assert config.session.power_kw == 22.0
+    assert config.session.meter_samples == 3
     assert config.reconnect is not None
     assert config.reconnect.fixed_part(1) == 2.0
     assert config.heartbeats == 4
