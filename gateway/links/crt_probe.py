@@ -14,7 +14,7 @@ from gateway.links.crt_clients import (
     describe_crt_error,
     is_tls_error,
 )
-from gateway.links.tls import diagnose_tls
+from gateway.links.tls import TlsConfigError, diagnose_tls, ssl_context
 from gateway.observability import Metrics
 
 log = structlog.get_logger(__name__)
@@ -100,7 +100,12 @@ class CrtProbe:
         diagnosis = None
         if material is not None:
             endpoint = self._factory.endpoint
-            diagnosis = await diagnose_tls(endpoint.host, endpoint.port, material, self._timeout)
+            try:
+                context = ssl_context(material)
+            except TlsConfigError as exc:
+                diagnosis = str(exc)
+            else:
+                diagnosis = await diagnose_tls(endpoint.host, endpoint.port, context, self._timeout)
         if diagnosis is None and error is not None:
             diagnosis = describe_crt_error(error)
         if self.ready:

@@ -13,7 +13,7 @@ import structlog
 from gateway.backoff import backoff_delays
 from gateway.links.broker_url import BrokerAddress
 from gateway.links.mqtt_common import make_client
-from gateway.links.tls import tls_failure
+from gateway.links.tls import diagnose_tls, tls_failure
 from gateway.observability import Metrics
 
 log = structlog.get_logger(__name__)
@@ -54,7 +54,17 @@ class BrokerProbe:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._connected.wait(), wait)
         if not self.ready:
-            log.warning("broker.unreachable", host=self._address.host, port=self._address.port)
+            await self._explain_unreachable()
+
+    async def _explain_unreachable(self) -> None:
+        host, port = self._address.host, self._address.port
+        failure = self._tls_failure
+        if failure is None and self._tls_context is not None:
+            failure = await diagnose_tls(host, port, self._tls_context, self._timeout)
+        if failure is not None:
+            self._report_tls_failure(failure)
+        else:
+            log.warning("broker.unreachable", host=host, port=port)
 
     async def _run(self) -> None:
         delays = backoff_delays(initial=0.2, maximum=5.0)

@@ -152,17 +152,14 @@ def tls_failure(error: BaseException) -> str | None:
 
 
 async def diagnose_tls(
-    host: str, port: int, material: TlsMaterial, connect_timeout: float
+    host: str, port: int, context: ssl.SSLContext, connect_timeout: float
 ) -> str | None:
     """Handshake with Python's `ssl` to learn why TLS fails; None if it succeeds or is not TLS.
 
-    The AWS CRT reports a failed handshake only as "negotiation failed", and only after a
-    deliberate delay of 10-30 s; this tells the operator at once which certificate is wrong.
+    MQTT clients tell little: the AWS CRT reports "negotiation failed" after a deliberate delay
+    of 10-30 s, and with TLS 1.3 a broker's refusal of the client certificate reaches paho only
+    as a timeout. This tells the operator at once which certificate is wrong.
     """
-    try:
-        context = ssl_context(material)
-    except TlsConfigError as exc:
-        return str(exc)
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, ssl=context, server_hostname=host), connect_timeout

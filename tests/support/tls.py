@@ -46,6 +46,10 @@ class Pki:
 
 
 def make_pki(directory: Path | None = None) -> Pki:
+    """Certificates in `directory` (default: a new one under the system's temp directory).
+
+    For Mosquitto, every parent of `directory` must be searchable by user `mosquitto`.
+    """
     directory = directory or Path(tempfile.mkdtemp(prefix="test-pki-"))
     directory.chmod(0o755)
     ca_key, ca_cert = _make_ca("Gateway Test CA")
@@ -158,3 +162,20 @@ def _write(path: Path, content: bytes) -> Path:
     path.write_bytes(content)
     os.chmod(path, 0o644)
     return path
+
+
+def tls_listeners(pki: Pki, mtls_port: int, websockets_port: int) -> list[str]:
+    """Mosquitto config lines: mutual TLS on one port, MQTT over secure WebSockets on another.
+
+    The WebSocket listener checks the broker's side of TLS only, as AWS IoT Core does for
+    SigV4-signed WebSockets (Mosquitto ignores the signature itself).
+    """
+    server_files = [f"cafile {pki.ca}", f"certfile {pki.broker.cert}", f"keyfile {pki.broker.key}"]
+    return [
+        f"listener {mtls_port} 127.0.0.1",
+        *server_files,
+        "require_certificate true",
+        f"listener {websockets_port} 127.0.0.1",
+        "protocol websockets",
+        *server_files,
+    ]

@@ -1,0 +1,317 @@
+"""The same behaviour from every broker link: aiomqtt and awscrt, plain, mutual TLS and SigV4.
+
+A real Mosquitto serves three listeners: plain MQTT (where the test's CSMS peer listens), mutual
+TLS with a throwaway CA, and MQTT over secure WebSockets for the SigV4-signed handshake (the
+broker does not check the signature; `test_links_sigv4.py` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.support.gateway import REPO_ROOT, GatewayProcess, running_gateway, ws_url
+from tests.support.mosquitto import MosquittoProcess, start_broker
+from tests.support.mqtt import MqttPeer, mqtt_peer
+from tests.support.ports import free_port
+from tests.support.tls import BROKER_HOST, Pki, make_pki, tls_listeners
+
+pytestmark = pytest.mark.integration
+
+LINKS = ["aiomqtt-plain", "aiomqtt-mtls", "awscrt-plain", "awscrt-mtls", "awscrt-sigv4"]
+BOOT = '[2,"boot-1","BootNotification",{"reason":"PowerUp","chargingStation":{"model":"Ω-1"}}]'
+STATIC_AWS_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+    "AWS_SESSION_TOKEN": "session-token",
+    "AWS_REGION": "eu-west-1",
+}
+
+
+@dataclass
+class TlsBroker:
+    """A Mosquitto with a plain, a mutual-TLS and a secure-WebSocket listener."""
+
+    pki: Pki
+    mtls_port: int = field(default_factory=free_port)
+    websockets_port: int = field(default_factory=free_port)
+    process: MosquittoProcess | None = None
+
+    def start(self) -> TlsBroker:
+        self.process = start_broker(
+            extra_config=tls_listeners(self.pki, self.mtls_port, self.websockets_port)
+        )
+        return self
+
+    @property
+    def plain_url(self) -> str:
+        assert self.process is not None
+        return self.process.url
+
+
+@dataclass(frozen=True)
+class LinkUnderTest:
+    """How a gateway reaches the broker with one link: as settings and as environment."""
+
+    name: str
+    url: str
+    values: dict[str, str]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {key.lower(): value for key, value in self.values.items()}
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {f"GATEWAY_{key.upper()}": value for key, value in self.values.items()}
+
+
+def link_setup(name: str, broker: TlsBroker, ca: Path | None = None) -> LinkUnderTest:
+    impl, auth = name.split("-")
+    pki = broker.pki
+    values = {"link_impl": impl, "link_mode": "per-cp"}
+    if auth == "plain":
+        return LinkUnderTest(name, broker.plain_url, values)
+    values["mqtt_ca_file"] = str(ca or pki.ca)
+    if auth == "mtls":
+        values.update(mqtt_cert_file=str(pki.client.cert), mqtt_key_file=str(pki.client.key))
+        return LinkUnderTest(name, f"mqtts://{BROKER_HOST}:{broker.mtls_port}", values)
+    values["mqtt_auth"] = "sigv4"
+    return LinkUnderTest(name, f"mqtts://{BROKER_HOST}:{broker.websockets_port}", values)
+
+
+@pytest.fixture(scope="module")
+def pki() -> Iterator[Pki]:
+    # Not under pytest's tmp_path: its parents are private to root, and the broker is not root.
+    made = make_pki()
+    yield made
+    shutil.rmtree(made.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def tls_broker(pki: Pki) -> Iterator[TlsBroker]:
+    broker = TlsBroker(pki).start()
+    yield broker
+    assert broker.process is not None
+    broker.process.stop()
+
+
+@pytest.fixture
+def private_tls_broker(pki: Pki) -> Iterator[TlsBroker]:
+    broker = TlsBroker(pki).start()
+    yield broker
+    assert broker.process is not None
+    broker.process.stop()
+
+
+@pytest.fixture(autouse=True)
+def _aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Static credentials for the default chain (SigV4), and nothing else from the machine."""
+    for name, value in STATIC_AWS_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    for name in ("GATEWAY_LINK_IMPL", "GATEWAY_LINK_MODE", "GATEWAY_MQTT_AUTH", "IOT_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(params=LINKS)
+def link(request: pytest.FixtureRequest, tls_broker: TlsBroker) -> LinkUnderTest:
+    return link_setup(str(request.param), tls_broker)
+
+
+@pytest.fixture
+async def csms(tls_broker: TlsBroker) -> AsyncIterator[MqttPeer]:
+    async with mqtt_peer(tls_broker.plain_url, "+/in") as peer:
+        yield peer
+
+
+async def open_cp(url: str) -> ClientConnection:
+    return await connect(url, subprotocols=["ocpp2.0.1"])  # type: ignore[list-item]
+
+
+async def closed_with(ws: ClientConnection, timeout: float = 10) -> tuple[int | None, str | None]:
+    with pytest.raises(ConnectionClosed):
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    return ws.close_code, ws.close_reason
+
+
+async def round_trip(ws: ClientConnection, csms: MqttPeer, cp_id: str, tag: str) -> None:
+    """A CALL reaches `<cp>/in` and the answer on `<cp>/out` reaches this very connection."""
+    call = f'[2,"{tag}","Heartbeat",{{}}]'
+    await ws.send(call)
+    while (received := await csms.next(timeout=10)).payload != call.encode():
+        pass
+    assert received.topic == f"{cp_id}/in"
+    await csms.publish(f"{cp_id}/out", f'[3,"{tag}",{{}}]')
+    assert await asyncio.wait_for(ws.recv(), 10) == f'[3,"{tag}",{{}}]'
+
+
+# -- the suite --------------------------------------------------------------------------------
+
+
+async def test_frames_cross_byte_exact_both_ways(link: LinkUnderTest, csms: MqttPeer) -> None:
+    frames = [BOOT, '[2, "2", "DataTransfer", {"vendorId": "Grüße ⚡ 充電 🚗", "data": "  x  "}]']
+    answer = '[3,"boot-1",{"currentTime":"2026-01-01T00:00:00Z","interval":10,"note":"ü 🚗"}]'
+    async with (
+        running_gateway(link.url, **link.settings) as gateway,
+        connect(ws_url(gateway), subprotocols=["ocpp2.0.1"]) as ws,  # type: ignore[list-item]
+    ):
+        for frame in frames:
+            await ws.send(frame)
+        for frame in frames:
+            received = await csms.next()
+            assert (received.topic, received.payload) == ("CP1/in", frame.encode())
+            assert received.user_properties == {"subprotocol": "ocpp2.0.1"}
+        await csms.publish("CP1/out", answer.encode())
+        assert await asyncio.wait_for(ws.recv(), 5) == answer
+
+
+async def test_unknown_id_is_closed_with_1008(link: LinkUnderTest) -> None:
+    async with running_gateway(link.url, **link.settings) as gateway:
+        ws = await open_cp(ws_url(gateway, "CPX"))
+        assert await closed_with(ws) == (1008, "Charge Point CPX not registered as an IoT Thing")
+
+
+async def test_takeover_across_two_gateways_without_flapping(
+    link: LinkUnderTest, csms: MqttPeer
+) -> None:
+    first, second = GatewayProcess(link.url, **link.env), GatewayProcess(link.url, **link.env)
+    try:
+        await asyncio.gather(asyncio.to_thread(first.start), asyncio.to_thread(second.start))
+        on_first = await open_cp(first.url("CP1"))
+        await round_trip(on_first, csms, "CP1", "first")
+        on_second = await open_cp(second.url("CP1"))
+        assert await closed_with(on_first) == (1000, "")
+        # The CP stays on the second gateway: no reconnect war between the replicas.
+        for n in range(4):
+            await round_trip(on_second, csms, "CP1", f"second-{n}")
+            await asyncio.sleep(0.3)
+        assert on_second.close_code is None
+        await on_second.close()
+    finally:
+        first.stop()
+        second.stop()
+
+
+@pytest.mark.parametrize("name", LINKS)
+async def test_broker_restart_within_grace_keeps_the_session(
+    name: str, private_tls_broker: TlsBroker
+) -> None:
+    link = link_setup(name, private_tls_broker)
+    broker = private_tls_broker.process
+    assert broker is not None
+    async with running_gateway(link.url, broker_grace=10.0, **link.settings) as gateway:
+        ws = await open_cp(ws_url(gateway))
+        async with mqtt_peer(broker.url, "+/in") as csms:
+            await round_trip(ws, csms, "CP1", "before")
+        await asyncio.to_thread(broker.restart)
+        # Sent while the broker restarts: held, then delivered after the reconnect.
+        await ws.send('[2,"during","Heartbeat",{}]')
+        async with mqtt_peer(broker.url, "+/in") as csms:
+            await round_trip(ws, csms, "CP1", "after")
+        assert ws.close_code is None
+        await ws.close()
+        assert "ocpp_gateway_link_reconnects_total 1.0" in gateway.metrics.render().decode()
+
+
+# -- TLS refusals -------------------------------------------------------------------------------
+
+
+TLS_LINKS = [name for name in LINKS if not name.endswith("plain")]
+
+
+def start_unready(process: GatewayProcess, timeout: float = 30) -> None:
+    """Start the gateway subprocess and wait until it answers /health, ready or not."""
+    process.process = subprocess.Popen(
+        [sys.executable, "-m", "gateway"],
+        env=process.env,
+        cwd=REPO_ROOT,
+        stdout=process.log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + timeout
+    while process.health()[0] == 0:
+        assert process.process.poll() is None, f"the gateway exited:\n{process.log()}"
+        assert time.monotonic() < deadline, f"no /health answer in {timeout}s:\n{process.log()}"
+        time.sleep(0.1)
+
+
+def log_events(process: GatewayProcess, event: str) -> list[dict[str, Any]]:
+    lines = [line for line in process.log().splitlines() if line.startswith("{")]
+    return [entry for entry in map(json.loads, lines) if entry.get("event") == event]
+
+
+@pytest.mark.parametrize("name", TLS_LINKS)
+async def test_wrong_ca_is_refused_with_a_clear_log_line(name: str, tls_broker: TlsBroker) -> None:
+    link = link_setup(name, tls_broker, ca=tls_broker.pki.wrong_ca)
+    process = GatewayProcess(link.url, GATEWAY_MQTT_TIMEOUT="1", **link.env)
+    try:
+        await asyncio.to_thread(start_unready, process)
+        status, health = process.health()
+        assert (status, health["broker"]) == (503, "unreachable")
+        failures = log_events(process, "broker.tls_failed")
+        assert failures, process.log()
+        assert failures[0]["error"].startswith("certificate verify failed"), failures[0]
+        assert (failures[0]["host"], failures[0]["port"]) == (BROKER_HOST, link_port(link))
+        with pytest.raises(Exception, match="HTTP 503"):
+            await open_cp(process.url("CP1"))
+    finally:
+        process.stop()
+
+
+@pytest.mark.parametrize("name", ["aiomqtt-mtls", "awscrt-mtls"])
+async def test_certificate_from_another_ca_is_refused_by_the_broker(
+    name: str, tls_broker: TlsBroker
+) -> None:
+    link = link_setup(name, tls_broker)
+    stranger = tls_broker.pki.stranger
+    process = GatewayProcess(
+        link.url,
+        GATEWAY_MQTT_TIMEOUT="1",
+        **{
+            **link.env,
+            "GATEWAY_MQTT_CERT_FILE": str(stranger.cert),
+            "GATEWAY_MQTT_KEY_FILE": str(stranger.key),
+        },
+    )
+    try:
+        await asyncio.to_thread(start_unready, process)
+        assert process.health()[0] == 503
+        failures = log_events(process, "broker.tls_failed")
+        assert failures, process.log()
+        assert "unknown ca" in failures[0]["error"], failures[0]
+    finally:
+        process.stop()
+
+
+def link_port(link: LinkUnderTest) -> int:
+    return int(link.url.rsplit(":", 1)[1])
+
+
+@pytest.mark.parametrize("name", ["aiomqtt-mtls", "awscrt-mtls"])
+async def test_pem_text_from_the_environment(
+    name: str, tls_broker: TlsBroker, csms: MqttPeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As ECS injects secrets: PEM text in variables, the key pasted on one line with `\\n`."""
+    pki = tls_broker.pki
+    link = link_setup(name, tls_broker)
+    monkeypatch.setenv("GATEWAY_MQTT_CA_PEM", pki.ca.read_text())
+    monkeypatch.setenv("GATEWAY_MQTT_CERT_PEM", pki.client.cert_pem())
+    monkeypatch.setenv("GATEWAY_MQTT_KEY_PEM", pki.client.key_pem().replace("\n", "\\n"))
+    settings = {key: value for key, value in link.settings.items() if not key.endswith("_file")}
+    async with running_gateway(link.url, **settings) as gateway:
+        ws = await open_cp(ws_url(gateway))
+        await round_trip(ws, csms, "CP1", "pem")
+        await ws.close()
