@@ -45,6 +45,7 @@ class StationBehaviour(ABC):
         self.config = config
         self.state = state
         self.reboot_requested = asyncio.Event()
+        self.interval_changed = asyncio.Event()
         self.answered_any = False
         self._background: set[asyncio.Task[None]] = set()
 
@@ -135,7 +136,18 @@ class StationBehaviour(ABC):
                 )
             if limit is not None and self.state.heartbeats_sent >= limit:
                 return
-            await asyncio.sleep(self.state.model.number(HEARTBEAT_INTERVAL))
+            await self.pause_between_heartbeats()
+
+    async def pause_between_heartbeats(self) -> None:
+        """Wait the heartbeat interval; a CSMS changing it restarts the wait with the new one."""
+        while True:
+            self.interval_changed.clear()
+            try:
+                await asyncio.wait_for(
+                    self.interval_changed.wait(), self.state.model.number(HEARTBEAT_INTERVAL)
+                )
+            except TimeoutError:
+                return
 
     def meter_interval(self) -> float:
         return self.state.model.number(METER_INTERVAL)

@@ -12,7 +12,7 @@ from websockets.asyncio.client import ClientConnection
 
 from simulator.behaviour import BootAnswer, StationBehaviour, console, utc_now
 from simulator.config import StationConfig, StationState
-from simulator.device_model import AUTH
+from simulator.device_model import AUTH, ConfigurationStatus
 from simulator.identity import boot_payload_16
 from simulator.metering import sampled_values_16
 from simulator.routing import after, on
@@ -222,7 +222,10 @@ class Station16(StationBehaviour, ChargePoint):  # type: ignore[misc]  # ocpp ha
     def on_change_configuration(
         self, key: str, value: str, **_: Any
     ) -> call_result.ChangeConfiguration:
-        return call_result.ChangeConfiguration(status=self.state.model.change_16(key, value).value)
+        status = self.state.model.change_16(key, value)
+        if key == "HeartbeatInterval" and status is ConfigurationStatus.ACCEPTED:
+            self.interval_changed.set()
+        return call_result.ChangeConfiguration(status=status.value)
 
     @on("ChangeAvailability")
     def on_change_availability(self, type: str, **_: Any) -> call_result.ChangeAvailability:

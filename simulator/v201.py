@@ -13,7 +13,7 @@ from websockets.asyncio.client import ClientConnection
 
 from simulator.behaviour import BootAnswer, StationBehaviour, console, utc_now
 from simulator.config import StationConfig, StationState
-from simulator.device_model import AUTH
+from simulator.device_model import AUTH, HEARTBEAT_INTERVAL, SetStatus
 from simulator.identity import charging_station_201
 from simulator.metering import sampled_values_201
 from simulator.routing import after, on
@@ -262,12 +262,10 @@ class Station201(StationBehaviour, ChargePoint):  # type: ignore[misc]  # ocpp h
         results = []
         for item in set_variable_data:
             attribute_type = item.get("attribute_type", "Actual")
-            status = self.state.model.set(
-                item["component"]["name"],
-                item["variable"]["name"],
-                item["attribute_value"],
-                attribute_type,
-            )
+            name = (item["component"]["name"], item["variable"]["name"])
+            status = self.state.model.set(*name, item["attribute_value"], attribute_type)
+            if name == HEARTBEAT_INTERVAL and status is SetStatus.ACCEPTED:
+                self.interval_changed.set()
             results.append(
                 {
                     "attribute_status": status.value,
