@@ -8,6 +8,8 @@
 - `allow-all`: every id; for development only.
 - `aws-iot`: the AWS IoT Thing registry (`iot:DescribeThing`), cached; needs boto3
   (`pip install 'ocpp-mqtt-gateway[aws]'`).
+- `dynamodb`: a DynamoDB table mirroring the Things (`GATEWAY_REGISTRY_TABLE`, keyed by
+  `chargePointId`), cached; needs boto3 too.
 """
 
 from __future__ import annotations
@@ -45,21 +47,42 @@ def build_registry(settings: Settings) -> Registry:
         return AllowAllRegistry()
     if backend is RegistryBackend.AWS_IOT:
         return _aws_iot_registry(settings)
+    if backend is RegistryBackend.DYNAMODB:
+        return _dynamodb_registry(settings)
     raise RegistryMisconfigured(f"unknown registry backend {backend!r}")
 
 
+# boto3 is an optional dependency: imported only when an AWS backend is chosen.
+_NEEDS_BOTO3 = "GATEWAY_REGISTRY={} needs boto3 ({}): pip install 'ocpp-mqtt-gateway[aws]'"
+
+
 def _aws_iot_registry(settings: Settings) -> Registry:
-    # boto3 is an optional dependency: imported only when this backend is chosen.
     try:
         from gateway.registry.aws_iot import AwsIotRegistry
     except ImportError as exc:
-        raise RegistryMisconfigured(
-            f"GATEWAY_REGISTRY=aws-iot needs boto3 ({exc}): pip install 'ocpp-mqtt-gateway[aws]'"
-        ) from exc
+        raise RegistryMisconfigured(_NEEDS_BOTO3.format("aws-iot", exc)) from exc
     return AwsIotRegistry(
         region=settings.aws_region,
         endpoint_url=settings.aws_endpoint_url,
         positive_ttl=settings.registry_positive_ttl,
         negative_ttl=settings.registry_negative_ttl,
         max_concurrency=settings.registry_max_concurrency,
+        max_attempts=settings.registry_max_attempts,
+    )
+
+
+def _dynamodb_registry(settings: Settings) -> Registry:
+    try:
+        from gateway.registry.dynamodb import DynamoDbRegistry
+    except ImportError as exc:
+        raise RegistryMisconfigured(_NEEDS_BOTO3.format("dynamodb", exc)) from exc
+    return DynamoDbRegistry(
+        table=settings.registry_table,
+        region=settings.aws_region,
+        endpoint_url=settings.aws_endpoint_url,
+        consistent_read=settings.registry_consistent_read,
+        positive_ttl=settings.registry_positive_ttl,
+        negative_ttl=settings.registry_negative_ttl,
+        max_concurrency=settings.registry_max_concurrency,
+        max_attempts=settings.registry_max_attempts,
     )

@@ -18,5 +18,8 @@ class AllowAllRegistry:
     async def is_registered(self, cp_id: str) -> bool:
         return True
 
+    def invalidate(self, cp_id: str) -> None:
+        """Nothing to do: answers are never cached."""
+
     async def close(self) -> None:
         pass

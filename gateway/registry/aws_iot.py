@@ -2,10 +2,12 @@
 
 Each lookup is one `iot:DescribeThing` call (the gateway's role needs that permission), made
 through one boto3 client on a small thread pool of its own, so the event loop never blocks and
-at most `max_concurrency` calls reach the AWS control plane at once. Answers are cached by
-`RegistryCache`: positive and negative lifetimes, one call in flight per id, and during an
-outage (throttling, network, 5xx, credentials) ids that were registered before keep being
-answered "yes" while unknown ones raise `RegistryUnavailable`.
+at most `max_concurrency` calls reach the AWS control plane at once. Throttled calls are retried
+in botocore's adaptive mode, which also slows the client down while AWS throttles it; every
+throttled response is counted in `stats.throttles`. Answers are cached by `RegistryCache`:
+positive and negative lifetimes, one call in flight per id, and during an outage (throttling,
+network, 5xx, credentials) ids that were registered before keep being answered "yes" while
+unknown ones raise `RegistryUnavailable`.
 
 Thing names allow only `[a-zA-Z0-9:_-]`: a charge point id with other characters (`* = | @ .`,
 valid in OCPP) can never be a Thing and is answered "no" without calling AWS.
@@ -20,23 +22,29 @@ import asyncio
 import re
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-import boto3
 import structlog
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from gateway.registry.base import RegistryMisconfigured, RegistryUnavailable
-from gateway.registry.cache import RegistryCache
+from gateway.registry.aws_calls import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_CONCURRENCY,
+    AwsCalls,
+    client_config,
+    error_code,
+    make_client,
+)
+from gateway.registry.base import RegistryUnavailable
+from gateway.registry.cache import CacheStats, RegistryCache
 
 if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
 
+__all__ = ["DEFAULT_MAX_ATTEMPTS", "DEFAULT_MAX_CONCURRENCY", "AwsIotRegistry", "is_thing_name"]
+
 log = structlog.get_logger(__name__)
 
-DEFAULT_MAX_CONCURRENCY = 16
 _THING_NAME = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
 _NOT_FOUND = "ResourceNotFoundException"
 _PERMISSION_ERRORS = {
@@ -44,12 +52,7 @@ _PERMISSION_ERRORS = {
     "UnauthorizedException",
     "UnrecognizedClientException",
 }
-
-# A handshake waits for the answer, so a slow control plane must fail fast rather than hold
-# charge points until their own timeout: short timeouts and a single retry.
-CONNECT_TIMEOUT = 2.0
-READ_TIMEOUT = 4.0
-MAX_ATTEMPTS = 2
+_THROTTLED = "ThrottlingException"
 
 
 def is_thing_name(cp_id: str) -> bool:
@@ -66,23 +69,33 @@ class AwsIotRegistry:
         positive_ttl: float = 300.0,
         negative_ttl: float = 30.0,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         client: IoTClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`client` is built at `start()` from `region` and `endpoint_url` unless one is given."""
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         self.region = region
         self.endpoint_url = endpoint_url
-        self.max_concurrency = max_concurrency
+        self.max_attempts = max_attempts
         self._client = client
-        self._executor: ThreadPoolExecutor | None = None
         self.cache: RegistryCache[str] = RegistryCache(
             self._describe_thing,
             positive_ttl=positive_ttl,
             negative_ttl=negative_ttl,
             clock=clock,
         )
+        self._calls = AwsCalls("aws-iot", max_concurrency, self.cache.stats)
+
+    @property
+    def max_concurrency(self) -> int:
+        return self._calls.max_concurrency
+
+    @property
+    def stats(self) -> CacheStats:
+        """Hits, misses, lookups, throttles, stale answers and errors, for metrics."""
+        return self.cache.stats
 
     @property
     def client(self) -> IoTClient:
@@ -91,17 +104,17 @@ class AwsIotRegistry:
         return self._client
 
     async def start(self) -> None:
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.max_concurrency, thread_name_prefix="registry-aws-iot"
-        )
+        self._calls.start()
         if self._client is None:
             # Building a client loads botocore's service model from disk: off the event loop.
             self._client = await asyncio.to_thread(self._build_client)
+        self._calls.count_throttles(self._client)
         log.info(
             "registry.aws_iot_ready",
             region=self.client.meta.region_name,
             endpoint=self.client.meta.endpoint_url,
             max_concurrency=self.max_concurrency,
+            max_attempts=self.max_attempts,
         )
 
     async def is_registered(self, cp_id: str) -> bool:
@@ -110,52 +123,50 @@ class AwsIotRegistry:
             return False
         return await self.cache.is_registered(cp_id)
 
+    def invalidate(self, cp_id: str) -> None:
+        """The Thing was deleted: answer "no" until the negative TTL expires, then ask AWS."""
+        self.cache.mark_unregistered(cp_id)
+
     async def close(self) -> None:
         await self.cache.close()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        self._calls.close()
         if self._client is not None:
             self._client.close()
 
     def _build_client(self) -> IoTClient:
-        config = Config(
-            connect_timeout=CONNECT_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
-            retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
-            max_pool_connections=self.max_concurrency,
+        config = client_config(max_concurrency=self.max_concurrency, max_attempts=self.max_attempts)
+        client = make_client(
+            "iot",
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            config=config,
+            backend="aws-iot",
         )
-        try:
-            return boto3.session.Session().client(
-                "iot", region_name=self.region, endpoint_url=self.endpoint_url, config=config
-            )
-        except NoRegionError:
-            raise RegistryMisconfigured(
-                "the aws-iot registry needs an AWS region: set AWS_REGION (e.g. eu-west-1)"
-            ) from None
-        except ValueError as exc:
-            raise RegistryMisconfigured(
-                f"the aws-iot registry cannot use endpoint {self.endpoint_url!r}: {exc}; "
-                "check GATEWAY_AWS_ENDPOINT_URL"
-            ) from None
+        return cast("IoTClient", client)
 
     async def _describe_thing(self, cp_id: str) -> bool:
-        if self._executor is None:
-            raise RuntimeError("the AWS IoT registry is not started: call `await start()` first")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._describe_thing_blocking, cp_id)
+        return await self._calls.run(self._describe_thing_blocking, cp_id)
 
     def _describe_thing_blocking(self, cp_id: str) -> bool:
         try:
             self.client.describe_thing(thingName=cp_id)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            code = error_code(exc)
             if code == _NOT_FOUND:
                 return False
-            hint = (
-                "; the gateway's role needs iot:DescribeThing" if code in _PERMISSION_ERRORS else ""
-            )
-            raise RegistryUnavailable(f"AWS IoT DescribeThing failed: {exc}{hint}") from exc
+            raise RegistryUnavailable(f"AWS IoT DescribeThing failed: {exc}{_hint(code)}") from exc
         except BotoCoreError as exc:
             raise RegistryUnavailable(f"AWS IoT DescribeThing failed: {exc}") from exc
         return True
+
+
+def _hint(code: str) -> str:
+    if code in _PERMISSION_ERRORS:
+        return "; the gateway's role needs iot:DescribeThing"
+    if code == _THROTTLED:
+        return (
+            "; AWS IoT is throttling DescribeThing: raise GATEWAY_REGISTRY_POSITIVE_TTL, lower "
+            "GATEWAY_REGISTRY_MAX_CONCURRENCY, or mirror the Things in DynamoDB "
+            "(GATEWAY_REGISTRY=dynamodb)"
+        )
+    return ""

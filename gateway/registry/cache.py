@@ -26,13 +26,23 @@ DEFAULT_MAX_NEGATIVE_ENTRIES = 100_000
 
 @dataclass
 class CacheStats:
-    """Counters for metrics and logs; they only ever grow."""
+    """Counters for metrics and logs; they only ever grow.
+
+    - `hits`: answers from an unexpired entry; `misses`: calls that needed the backend, either
+      a lookup of their own or a share of one in flight (`shared`).
+    - `lookups`: backend lookups made; `errors`: lookups that failed; `stale_answers`: "yes"
+      answers from an expired entry because the lookup failed.
+    - `throttles`: throttled responses the backend received, each retry included; counted by
+      the backend (the cache cannot see them).
+    """
 
     hits: int = 0
+    misses: int = 0
     lookups: int = 0
     shared: int = 0
     stale_answers: int = 0
     errors: int = 0
+    throttles: int = 0
 
 
 class RegistryCache(Generic[K]):
@@ -75,6 +85,7 @@ class RegistryCache(Generic[K]):
         self._registered_until: dict[K, float] = {}
         self._unknown_until: dict[K, float] = {}
         self._in_flight: dict[K, asyncio.Task[bool]] = {}
+        self._superseded: set[asyncio.Task[bool]] = set()
         self.stats = CacheStats()
 
     async def is_registered(self, key: K) -> bool:
@@ -82,6 +93,7 @@ class RegistryCache(Generic[K]):
         if cached is not None:
             self.stats.hits += 1
             return cached
+        self.stats.misses += 1
         task = self._in_flight.get(key)
         if task is None:
             task = asyncio.create_task(self._look_up(key), name=f"registry-lookup-{key}")
@@ -114,9 +126,22 @@ class RegistryCache(Generic[K]):
         self._registered_until.pop(key, None)
         self._unknown_until.pop(key, None)
 
+    def mark_unregistered(self, key: K) -> None:
+        """Answer "no" for `key` until the negative lifetime expires, without a lookup.
+
+        For when the backend announces that `key` left (a Thing-deleted event). No stale "yes"
+        is given for it afterwards. A lookup already in flight may have read the old state: its
+        callers get "no" and its answer is not remembered.
+        """
+        superseded = self._in_flight.pop(key, None)
+        if superseded is not None:
+            self._superseded.add(superseded)
+            superseded.add_done_callback(self._superseded.discard)
+        self._remember(key, False)
+
     async def close(self) -> None:
         """Cancel the lookups in flight; their callers get `CancelledError`."""
-        tasks = list(self._in_flight.values())
+        tasks = [*self._in_flight.values(), *self._superseded]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -134,6 +159,8 @@ class RegistryCache(Generic[K]):
             if isinstance(exc, RegistryUnavailable):
                 raise
             raise RegistryUnavailable(f"registry lookup of {key} failed: {exc}") from exc
+        if self._in_flight.get(key) is not asyncio.current_task():
+            return False  # `mark_unregistered(key)` ran while this lookup was under way
         self._remember(key, registered)
         return registered
 

@@ -75,6 +75,9 @@ class FileRegistry:
     async def is_registered(self, cp_id: str) -> bool:
         return cp_id in self._ids
 
+    def invalidate(self, cp_id: str) -> None:
+        """Nothing to do: the file is the only source, and it is read when it changes."""
+
     async def close(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()

@@ -33,5 +33,8 @@ class StaticRegistry:
     async def is_registered(self, cp_id: str) -> bool:
         return cp_id in self.ids
 
+    def invalidate(self, cp_id: str) -> None:
+        """Nothing to do: answers are never cached."""
+
     async def close(self) -> None:
         pass

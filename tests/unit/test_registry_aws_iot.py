@@ -178,6 +178,7 @@ async def test_throttling_answers_known_ids_from_the_stale_entry(
     ("code", "status", "hint"),
     [
         ("AccessDeniedException", 403, "needs iot:DescribeThing"),
+        ("ThrottlingException", 400, r"GATEWAY_REGISTRY_POSITIVE_TTL.*GATEWAY_REGISTRY=dynamodb"),
         ("ServiceUnavailableException", 503, "ServiceUnavailable"),
         ("InternalFailureException", 500, "InternalFailure"),
     ],
@@ -217,3 +218,47 @@ async def test_lookups_before_start_say_what_to_do() -> None:
 def test_max_concurrency_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_concurrency must be >= 1"):
         AwsIotRegistry(max_concurrency=0)
+
+
+async def test_the_client_retries_in_adaptive_mode_with_the_configured_attempts(
+    aws: IoTClient, clock: FakeClock
+) -> None:
+    registry = AwsIotRegistry(region=REGION, max_attempts=5, max_concurrency=4, clock=clock)
+    await registry.start()
+    try:
+        config = registry.client.meta.config
+        assert config.retries == {"mode": "adaptive", "total_max_attempts": 5}
+        assert config.max_pool_connections == 4
+    finally:
+        await registry.close()
+
+
+async def test_invalidate_refuses_a_deleted_thing_without_asking_aws(
+    aws: IoTClient, registry: AwsIotRegistry, clock: FakeClock
+) -> None:
+    aws.create_thing(thingName="CP1")
+    assert await registry.is_registered("CP1")
+    calls = count_describe_calls(registry)
+    aws.delete_thing(thingName="CP1")
+    registry.invalidate("CP1")
+    assert not await registry.is_registered("CP1")
+    assert calls == []
+    aws.create_thing(thingName="CP1")
+    clock.advance(30)
+    assert await registry.is_registered("CP1")
+    assert calls == ["CP1"]
+
+
+async def test_stats_count_hits_misses_and_lookups(
+    aws: IoTClient, registry: AwsIotRegistry
+) -> None:
+    aws.create_thing(thingName="CP1")
+    for _ in range(3):
+        await registry.is_registered("CP1")
+    stats = registry.stats
+    assert (stats.hits, stats.misses, stats.lookups, stats.errors) == (2, 1, 1, 0)
+
+
+def test_max_attempts_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_attempts must be >= 1"):
+        AwsIotRegistry(max_attempts=0)

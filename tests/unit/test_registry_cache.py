@@ -202,3 +202,64 @@ def test_invalid_limits_are_refused_with_a_clear_message(
             negative_ttl=negative,
             max_negative_entries=max_negative,
         )
+
+
+async def test_misses_count_every_call_that_needed_the_backend() -> None:
+    backend, clock = Backend("CP1"), FakeClock()
+    backend.gate = asyncio.Event()
+    cache = make_cache(backend, clock)
+    callers = [asyncio.create_task(cache.is_registered("CP1")) for _ in range(3)]
+    await asyncio.sleep(0)
+    backend.gate.set()
+    await asyncio.gather(*callers)
+    await cache.is_registered("CP1")
+    assert (cache.stats.misses, cache.stats.lookups, cache.stats.shared) == (3, 1, 2)
+    assert cache.stats.hits == 1
+
+
+async def test_mark_unregistered_answers_no_without_the_backend_until_the_negative_ttl() -> None:
+    backend, clock = Backend("CP1"), FakeClock()
+    cache = make_cache(backend, clock)
+    assert await cache.is_registered("CP1")
+    cache.mark_unregistered("CP1")
+    assert not await cache.is_registered("CP1")
+    assert backend.calls == ["CP1"]
+    clock.advance(30)
+    assert await cache.is_registered("CP1")  # created again meanwhile: asked, and accepted
+    assert backend.calls == ["CP1", "CP1"]
+
+
+async def test_a_marked_id_gets_no_stale_answer_while_the_backend_fails() -> None:
+    backend, clock = Backend("CP1"), FakeClock()
+    cache = make_cache(backend, clock)
+    assert await cache.is_registered("CP1")
+    cache.mark_unregistered("CP1")
+    clock.advance(31)
+    backend.error = ConnectionError("down")
+    with pytest.raises(RegistryUnavailable):
+        await cache.is_registered("CP1")
+    assert cache.stats.stale_answers == 0
+
+
+async def test_a_lookup_under_way_when_the_id_is_marked_answers_no_and_is_not_kept() -> None:
+    backend, clock = Backend("CP1"), FakeClock()
+    backend.gate = asyncio.Event()
+    cache = make_cache(backend, clock)
+    before = asyncio.create_task(cache.is_registered("CP1"))
+    await asyncio.sleep(0)
+    cache.mark_unregistered("CP1")  # the backend has not answered yet: its "yes" is outdated
+    backend.gate.set()
+    assert not await before
+    assert cache.cached_answer("CP1") is False
+
+
+async def test_close_also_cancels_a_lookup_superseded_by_mark_unregistered() -> None:
+    backend, clock = Backend("CP1"), FakeClock()
+    backend.gate = asyncio.Event()
+    cache = make_cache(backend, clock)
+    caller = asyncio.create_task(cache.is_registered("CP1"))
+    await asyncio.sleep(0)
+    cache.mark_unregistered("CP1")
+    await cache.close()
+    with pytest.raises(asyncio.CancelledError):
+        await caller

@@ -1,0 +1,121 @@
+"""What the AWS-backed registries share: boto3 clients called from asyncio, kept fleet-friendly.
+
+- Adaptive retry (botocore's `retries={"mode": "adaptive"}`): on throttling the client retries
+  with exponential back-off and also slows itself down (a client-side token bucket whose rate
+  follows the throttling it meets), so a reconnecting fleet does not keep hammering the
+  control plane.
+- A thread pool of its own with `max_concurrency` threads: the event loop never blocks, and at
+  most that many calls (waiting for the rate limiter included) are under way at once.
+- Every throttled response, retries included, is counted in the cache's `stats.throttles`.
+- Short timeouts: a charge point's handshake waits for the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import boto3
+from botocore.client import BaseClient
+from botocore.config import Config
+from botocore.exceptions import ClientError, NoRegionError
+from botocore.retries.standard import RetryEventAdapter, ThrottlingErrorDetector
+
+from gateway.registry.base import RegistryMisconfigured
+from gateway.registry.cache import CacheStats
+
+T = TypeVar("T")
+
+DEFAULT_MAX_CONCURRENCY = 16
+# Three attempts, the first included: the two retries wait up to 1 s then 2 s (botocore's
+# back-off), which keeps a throttled lookup well inside a handshake's 10 s.
+DEFAULT_MAX_ATTEMPTS = 3
+CONNECT_TIMEOUT = 2.0
+READ_TIMEOUT = 4.0
+
+
+def client_config(*, max_concurrency: int, max_attempts: int) -> Config:
+    """botocore settings for registry lookups: adaptive retry, short timeouts."""
+    return Config(
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=READ_TIMEOUT,
+        retries={"mode": "adaptive", "total_max_attempts": max_attempts},
+        max_pool_connections=max_concurrency,
+    )
+
+
+def make_client(
+    service: str,
+    *,
+    region: str | None,
+    endpoint_url: str | None,
+    config: Config,
+    backend: str,
+) -> BaseClient:
+    """A boto3 client; raises `RegistryMisconfigured` saying which setting to fix."""
+    try:
+        client: BaseClient = boto3.session.Session().client(
+            service,  # type: ignore[call-overload]
+            region_name=region,
+            endpoint_url=endpoint_url,
+            config=config,
+        )
+    except NoRegionError:
+        raise RegistryMisconfigured(
+            f"the {backend} registry needs an AWS region: set AWS_REGION (e.g. eu-west-1)"
+        ) from None
+    except ValueError as exc:
+        raise RegistryMisconfigured(
+            f"the {backend} registry cannot use endpoint {endpoint_url!r}: {exc}; "
+            "check GATEWAY_AWS_ENDPOINT_URL"
+        ) from None
+    return client
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class AwsCalls:
+    """Blocking boto3 calls run from asyncio on a pool of `max_concurrency` threads."""
+
+    def __init__(self, name: str, max_concurrency: int, stats: CacheStats) -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        self.name = name
+        self.max_concurrency = max_concurrency
+        self._stats = stats
+        self._stats_lock = threading.Lock()
+        self._throttling = ThrottlingErrorDetector(retry_event_adapter=RetryEventAdapter())
+        self._executor: ThreadPoolExecutor | None = None
+
+    def start(self) -> None:
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.max_concurrency, thread_name_prefix=f"registry-{self.name}"
+        )
+
+    def count_throttles(self, client: BaseClient) -> None:
+        """Count every throttled response `client` receives, as the adaptive limiter sees it."""
+        # `needs-retry` is emitted after every attempt, whether or not it is then retried.
+        client.meta.events.register("needs-retry", self._on_response)
+
+    async def run(self, call: Callable[[str], T], argument: str) -> T:
+        if self._executor is None:
+            raise RuntimeError(
+                f"the {self.name} registry is not started: call `await start()` first"
+            )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, call, argument)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def _on_response(self, **kwargs: Any) -> None:
+        if self._throttling.is_throttling_error(**kwargs):
+            with self._stats_lock:  # called from the pool's threads
+                self._stats.throttles += 1

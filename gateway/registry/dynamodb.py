@@ -1,0 +1,204 @@
+"""`DynamoDbRegistry`: a charge point is registered when a DynamoDB table has an item for it.
+
+For accounts where the rate of `iot:DescribeThing` is too low for the fleet: the table mirrors
+the Thing registry (the AWS sample keeps it in sync from Thing created/deleted events), keyed by
+`chargePointId` (a string). Each lookup is one `dynamodb:GetItem` that projects only the key, so
+it costs half a read capacity unit (one with `consistent_read`); the gateway's role needs
+`dynamodb:GetItem` on the table.
+
+The same machinery as the AWS IoT registry: a thread pool of `max_concurrency`, adaptive retry
+on throttling (`ProvisionedThroughputExceededException`, `ThrottlingException`), and
+`RegistryCache` for lifetimes, single flight and stale answers during an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+
+from gateway.registry.aws_calls import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_CONCURRENCY,
+    AwsCalls,
+    client_config,
+    error_code,
+    make_client,
+)
+from gateway.registry.base import RegistryMisconfigured, RegistryUnavailable
+from gateway.registry.cache import CacheStats, RegistryCache
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+log = structlog.get_logger(__name__)
+
+KEY_ATTRIBUTE = "chargePointId"
+# Read at start to check the table: `#` can never be in a charge point id, so no item matches.
+PROBE_KEY = "#gateway-start-check"
+
+_PERMISSION_ERRORS = {"AccessDeniedException", "UnrecognizedClientException"}
+_THROTTLING_ERRORS = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+}
+
+
+class DynamoDbRegistry:
+    def __init__(
+        self,
+        *,
+        table: str,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        consistent_read: bool = False,
+        positive_ttl: float = 300.0,
+        negative_ttl: float = 30.0,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        client: DynamoDBClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`client` is built at `start()` from `region` and `endpoint_url` unless one is given."""
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        self.table = table.strip()
+        self.region = region
+        self.endpoint_url = endpoint_url
+        self.consistent_read = consistent_read
+        self.max_attempts = max_attempts
+        self._client = client
+        self.cache: RegistryCache[str] = RegistryCache(
+            self._get_item,
+            positive_ttl=positive_ttl,
+            negative_ttl=negative_ttl,
+            clock=clock,
+        )
+        self._calls = AwsCalls("dynamodb", max_concurrency, self.cache.stats)
+
+    @property
+    def max_concurrency(self) -> int:
+        return self._calls.max_concurrency
+
+    @property
+    def stats(self) -> CacheStats:
+        """Hits, misses, lookups, throttles, stale answers and errors, for metrics."""
+        return self.cache.stats
+
+    @property
+    def client(self) -> DynamoDBClient:
+        if self._client is None:
+            raise RuntimeError("the DynamoDB registry is not started: call `await start()` first")
+        return self._client
+
+    async def start(self) -> None:
+        """Build the client and check the table; raises `RegistryMisconfigured` saying what to fix.
+
+        A table that is missing or not keyed by `chargePointId` stops the gateway here; a table
+        that cannot be reached right now (network, throttling) is only logged: ids are then
+        looked up, and refused with a retryable close, as in any registry outage.
+        """
+        if not self.table:
+            raise RegistryMisconfigured(
+                "GATEWAY_REGISTRY=dynamodb needs the table's name: set GATEWAY_REGISTRY_TABLE"
+            )
+        self._calls.start()
+        if self._client is None:
+            self._client = await asyncio.to_thread(self._build_client)
+        self._calls.count_throttles(self._client)
+        await self._check_table()
+        log.info(
+            "registry.dynamodb_ready",
+            table=self.table,
+            region=self.client.meta.region_name,
+            endpoint=self.client.meta.endpoint_url,
+            consistent_read=self.consistent_read,
+            max_concurrency=self.max_concurrency,
+            max_attempts=self.max_attempts,
+        )
+
+    async def is_registered(self, cp_id: str) -> bool:
+        return await self.cache.is_registered(cp_id)
+
+    def invalidate(self, cp_id: str) -> None:
+        """The Thing was deleted: answer "no" until the negative TTL expires, then read again.
+
+        Not forgetting the id outright matters here: the table is updated from the same event,
+        maybe later than this gateway hears of it, and would still say "registered".
+        """
+        self.cache.mark_unregistered(cp_id)
+
+    async def close(self) -> None:
+        await self.cache.close()
+        self._calls.close()
+        if self._client is not None:
+            self._client.close()
+
+    def _build_client(self) -> DynamoDBClient:
+        config = client_config(max_concurrency=self.max_concurrency, max_attempts=self.max_attempts)
+        client = make_client(
+            "dynamodb",
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            config=config,
+            backend="dynamodb",
+        )
+        return cast("DynamoDBClient", client)
+
+    async def _check_table(self) -> None:
+        try:
+            await self._get_item(PROBE_KEY)
+        except RegistryMisconfigured:
+            raise
+        except RegistryUnavailable as exc:
+            log.warning("registry.dynamodb_unreachable", table=self.table, error=str(exc))
+
+    async def _get_item(self, cp_id: str) -> bool:
+        return await self._calls.run(self._get_item_blocking, cp_id)
+
+    def _get_item_blocking(self, cp_id: str) -> bool:
+        try:
+            response = self.client.get_item(
+                TableName=self.table,
+                Key={KEY_ATTRIBUTE: {"S": cp_id}},
+                ProjectionExpression="#id",
+                ExpressionAttributeNames={"#id": KEY_ATTRIBUTE},
+                ConsistentRead=self.consistent_read,
+            )
+        except ClientError as exc:
+            raise self._error(exc, cp_id) from exc
+        except BotoCoreError as exc:
+            raise RegistryUnavailable(f"DynamoDB GetItem failed: {exc}") from exc
+        return "Item" in response
+
+    def _error(self, exc: ClientError, cp_id: str) -> Exception:
+        code = error_code(exc)
+        where = f"table {self.table!r} in {self.client.meta.region_name}"
+        if code == "ResourceNotFoundException":
+            problem = (
+                f"{where} does not exist: create it (partition key {KEY_ATTRIBUTE}, type S) "
+                "or set GATEWAY_REGISTRY_TABLE"
+            )
+        elif code == "ValidationException":
+            problem = (
+                f"{where} cannot be read by key {KEY_ATTRIBUTE} ({exc}): its partition key "
+                f"must be {KEY_ATTRIBUTE}, a string, with no sort key"
+            )
+        else:
+            hint = ""
+            if code in _PERMISSION_ERRORS:
+                hint = f"; the gateway's role needs dynamodb:GetItem on {where}"
+            elif code in _THROTTLING_ERRORS:
+                hint = (
+                    f"; {where} is throttling reads: raise its read capacity (or use on-demand) "
+                    "or GATEWAY_REGISTRY_POSITIVE_TTL"
+                )
+            return RegistryUnavailable(f"DynamoDB GetItem failed: {exc}{hint}")
+        if cp_id == PROBE_KEY:
+            return RegistryMisconfigured(f"the dynamodb registry cannot use {problem}")
+        return RegistryUnavailable(f"DynamoDB GetItem failed: {problem}")
