@@ -56,13 +56,13 @@ def run_with_loop(job: Coroutine[Any, Any, Summary], use_uvloop: bool) -> Summar
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     parser = build_parser(prog)
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-    plan = plan_from_args(parser, args)
-    configure_logging()
     limit = raise_open_files_limit()
-    problem = over_limit_message(len(plan.cp_ids), limit)
+    problem = over_limit_message(int(args.count), limit)
     if problem is not None:
         print(f"{parser.prog}: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    plan = plan_from_args(parser, args)
+    configure_logging()
     summary = run_with_loop(run(plan), use_uvloop=not args.no_uvloop)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
