@@ -14,8 +14,6 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,73 +21,21 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.gateway import REPO_ROOT, GatewayProcess, running_gateway, ws_url
-from tests.support.mosquitto import MosquittoProcess, start_broker
 from tests.support.mqtt import MqttPeer, mqtt_peer
-from tests.support.ports import free_port
-from tests.support.tls import BROKER_HOST, Pki, make_pki, tls_listeners
+from tests.support.tls import (
+    BROKER_HOST,
+    STATIC_AWS_CREDENTIALS,
+    LinkUnderTest,
+    Pki,
+    TlsBroker,
+    link_setup,
+    make_pki,
+)
 
 pytestmark = pytest.mark.integration
 
 LINKS = ["aiomqtt-plain", "aiomqtt-mtls", "awscrt-plain", "awscrt-mtls", "awscrt-sigv4"]
 BOOT = '[2,"boot-1","BootNotification",{"reason":"PowerUp","chargingStation":{"model":"Ω-1"}}]'
-STATIC_AWS_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
-    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-    "AWS_SESSION_TOKEN": "session-token",
-    "AWS_REGION": "eu-west-1",
-}
-
-
-@dataclass
-class TlsBroker:
-    """A Mosquitto with a plain, a mutual-TLS and a secure-WebSocket listener."""
-
-    pki: Pki
-    mtls_port: int = field(default_factory=free_port)
-    websockets_port: int = field(default_factory=free_port)
-    process: MosquittoProcess | None = None
-
-    def start(self) -> TlsBroker:
-        self.process = start_broker(
-            extra_config=tls_listeners(self.pki, self.mtls_port, self.websockets_port)
-        )
-        return self
-
-    @property
-    def plain_url(self) -> str:
-        assert self.process is not None
-        return self.process.url
-
-
-@dataclass(frozen=True)
-class LinkUnderTest:
-    """How a gateway reaches the broker with one link: as settings and as environment."""
-
-    name: str
-    url: str
-    values: dict[str, str]
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return {key.lower(): value for key, value in self.values.items()}
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {f"GATEWAY_{key.upper()}": value for key, value in self.values.items()}
-
-
-def link_setup(name: str, broker: TlsBroker, ca: Path | None = None) -> LinkUnderTest:
-    impl, auth = name.split("-")
-    pki = broker.pki
-    values = {"link_impl": impl, "link_mode": "per-cp"}
-    if auth == "plain":
-        return LinkUnderTest(name, broker.plain_url, values)
-    values["mqtt_ca_file"] = str(ca or pki.ca)
-    if auth == "mtls":
-        values.update(mqtt_cert_file=str(pki.client.cert), mqtt_key_file=str(pki.client.key))
-        return LinkUnderTest(name, f"mqtts://{BROKER_HOST}:{broker.mtls_port}", values)
-    values["mqtt_auth"] = "sigv4"
-    return LinkUnderTest(name, f"mqtts://{BROKER_HOST}:{broker.websockets_port}", values)
 
 
 @pytest.fixture(scope="module")
@@ -104,16 +50,14 @@ def pki() -> Iterator[Pki]:
 def tls_broker(pki: Pki) -> Iterator[TlsBroker]:
     broker = TlsBroker(pki).start()
     yield broker
-    assert broker.process is not None
-    broker.process.stop()
+    broker.stop()
 
 
 @pytest.fixture
 def private_tls_broker(pki: Pki) -> Iterator[TlsBroker]:
     broker = TlsBroker(pki).start()
     yield broker
-    assert broker.process is not None
-    broker.process.stop()
+    broker.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -10,15 +10,26 @@ import datetime
 import ipaddress
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .mosquitto import MosquittoProcess, start_broker
+from .ports import free_port
+
 BROKER_HOST = "localhost"
+# What the default AWS credential chain finds first, as it finds the ECS task role's in AWS.
+STATIC_AWS_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+    "AWS_SESSION_TOKEN": "session-token",
+    "AWS_REGION": "eu-west-1",
+}
 _ONE_DAY = datetime.timedelta(days=1)
 
 
@@ -179,3 +190,59 @@ def tls_listeners(pki: Pki, mtls_port: int, websockets_port: int) -> list[str]:
         "protocol websockets",
         *server_files,
     ]
+
+
+@dataclass
+class TlsBroker:
+    """A Mosquitto with a plain, a mutual-TLS and a secure-WebSocket listener."""
+
+    pki: Pki
+    mtls_port: int = field(default_factory=free_port)
+    websockets_port: int = field(default_factory=free_port)
+    process: MosquittoProcess | None = None
+
+    def start(self) -> TlsBroker:
+        self.process = start_broker(
+            extra_config=tls_listeners(self.pki, self.mtls_port, self.websockets_port)
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    @property
+    def plain_url(self) -> str:
+        assert self.process is not None
+        return self.process.url
+
+
+@dataclass(frozen=True)
+class LinkUnderTest:
+    """How a gateway reaches the broker with one link: as settings and as environment."""
+
+    name: str
+    url: str
+    values: dict[str, str]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {key.lower(): value for key, value in self.values.items()}
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {f"GATEWAY_{key.upper()}": value for key, value in self.values.items()}
+
+
+def link_setup(name: str, broker: TlsBroker, ca: Path | None = None) -> LinkUnderTest:
+    impl, auth = name.split("-")
+    pki = broker.pki
+    values = {"link_impl": impl, "link_mode": "per-cp"}
+    if auth == "plain":
+        return LinkUnderTest(name, broker.plain_url, values)
+    values["mqtt_ca_file"] = str(ca or pki.ca)
+    if auth == "mtls":
+        values.update(mqtt_cert_file=str(pki.client.cert), mqtt_key_file=str(pki.client.key))
+        return LinkUnderTest(name, f"mqtts://{BROKER_HOST}:{broker.mtls_port}", values)
+    values["mqtt_auth"] = "sigv4"
+    return LinkUnderTest(name, f"mqtts://{BROKER_HOST}:{broker.websockets_port}", values)
