@@ -3,13 +3,14 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: help venv install run test test-fast lint typecheck format clean
+.PHONY: help venv install run test test-fast lint typecheck format clean bench bench-quick
 
 help:
 	@echo "make run        local stack: mosquitto + processor + gateway on ws://localhost:8080"
 	@echo "make test       install what the tests need, then run the whole suite"
 	@echo "make test-fast  unit tests only"
 	@echo "make lint       ruff + mypy"
+	@echo "make bench      gateway benchmark: both link modes against the ceilings"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +42,12 @@ typecheck: install
 format: install
 	$(BIN)/ruff format gateway processor simulator tests
 	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python -m bench.run
+
+bench-quick: install
+	$(BIN)/python -m bench.run --cps 200 --duration 8 --idle-cps 2000 --idle-hold 10
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .run *.egg-info

@@ -1,0 +1,345 @@
+"""Gateway benchmark: each broker link against two ceilings measured in the same run.
+
+Starts its own Mosquitto, the bench responder (a minimal CSMS), the gateway in each link mode,
+and drives the simulator's fleet mode against it, sampling the gateway's CPU seconds and memory
+from /proc. The ceilings are a WebSocket-only OCPP server (no broker: the most a WebSocket
+server in Python can relay here) and MQTT-only (virtual CPs calling the responder through the
+broker, no WebSockets). Prints one JSON line per run, then a table.
+
+    python -m bench.run                      # 1,000 CPs closed loop, idle check at 10,000 CPs
+    python -m bench.run --cps 200 --idle-cps 2000 --duration 10 --modes shared
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.support.mosquitto import MosquittoProcess, start_broker
+from tests.support.ports import free_port, wait_for_port
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Usage:
+    cpu_s: float
+    rss_kb: int
+    peak_rss_kb: int
+
+
+def usage_of(pid: int) -> Usage:
+    """CPU seconds (user + system) and memory of a live process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return Usage(cpu, int(status["VmRSS"].split()[0]), int(status["VmHWM"].split()[0]))
+
+
+@contextmanager
+def process(
+    args: list[str],
+    env: dict[str, str],
+    ready_port: int | None = None,
+    ready_line: str | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    log = Path(tempfile.mkstemp(prefix="bench-", suffix=".log")[1])
+    child = subprocess.Popen(
+        args,
+        env={**os.environ, **env},
+        cwd=REPO_ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        if ready_port is not None:
+            wait_for_port("127.0.0.1", ready_port, timeout=20)
+        if ready_line is not None:
+            deadline = time.monotonic() + 20
+            while ready_line not in log.read_text(errors="replace"):
+                if child.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{args} did not start:\n{log.read_text()}")
+                time.sleep(0.05)
+        yield child
+    finally:
+        child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def fleet(url: str, *extra: str) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        "-m",
+        "simulator.fleet",
+        "--url",
+        url,
+        "--json",
+        "--progress-every",
+        "0",
+        *extra,
+    ]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    try:
+        return dict(json.loads(done.stdout))
+    except json.JSONDecodeError as exc:
+        raise RuntimeError(f"the fleet failed:\n{done.stdout}\n{done.stderr}") from exc
+
+
+def connections_of(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+        return int(json.loads(response.read())["connections"])
+
+
+def ws_ceiling(args: argparse.Namespace) -> dict[str, Any]:
+    port = free_port()
+    with process(
+        [sys.executable, "-m", "tests.support.echo_csms", "--port", str(port)], {}, ready_port=port
+    ):
+        result = fleet(
+            f"ws://127.0.0.1:{port}",
+            "--count",
+            str(args.cps),
+            "--ramp",
+            "0",
+            "--mode",
+            "closed",
+            "--duration",
+            str(args.duration),
+            "--id-prefix",
+            "WS",
+        )
+    return {"run": "ceiling-websocket", "cps": args.cps, **_calls(result)}
+
+
+def mqtt_ceiling(args: argparse.Namespace, broker: MosquittoProcess) -> dict[str, Any]:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.mqtt_ceiling",
+            "--mqtt-url",
+            broker.url,
+            "--count",
+            str(args.cps),
+            "--duration",
+            str(args.duration),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(done.stdout)
+    return {
+        "run": "ceiling-mqtt",
+        "cps": args.cps,
+        "calls_per_s": result["calls_per_s"],
+        "p50_ms": result["p50_ms"],
+        "p99_ms": result["p99_ms"],
+    }
+
+
+def gateway_runs(
+    args: argparse.Namespace, broker: MosquittoProcess, mode: str, impl: str
+) -> Iterator[dict[str, Any]]:
+    port = free_port()
+    env = {
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_MQTT_URL": broker.url,
+        "GATEWAY_LINK_MODE": mode,
+        "GATEWAY_LINK_IMPL": impl,
+        "GATEWAY_REGISTRY": "allow-all",
+        "GATEWAY_LOG_LEVEL": "WARNING",
+        "GATEWAY_LOG_FORMAT": "json",
+        "GATEWAY_MAX_CONNECTIONS": "19000",
+        "GATEWAY_PING_INTERVAL": "60",
+        "GATEWAY_REGISTRY_REVALIDATE_INTERVAL": "0",
+    }
+    url = f"ws://127.0.0.1:{port}"
+    name = f"gateway-{mode}-{impl}"
+    with process([sys.executable, "-m", "gateway"], env, ready_port=port) as gateway:
+        # Throughput: closed loop, every CP calls again as soon as it is answered.
+        before = usage_of(gateway.pid)
+        result = fleet(
+            url,
+            "--count",
+            str(args.cps),
+            "--ramp",
+            "0",
+            "--mode",
+            "closed",
+            "--duration",
+            str(args.duration),
+            "--id-prefix",
+            "T",
+        )
+        after = usage_of(gateway.pid)
+        calls = max(1, int(result["calls_ok"]))
+        yield {
+            "run": name,
+            "phase": "calls",
+            "cps": args.cps,
+            **_calls(result),
+            "cpu_ms_per_1000_calls": round((after.cpu_s - before.cpu_s) / calls * 1e6, 1),
+            "connect_rate_per_s": result["connect_rate_per_s"],
+        }
+        if args.idle_cps:
+            yield idle_run(args, url, port, gateway.pid, name)
+
+
+def idle_run(args: argparse.Namespace, url: str, port: int, pid: int, name: str) -> dict[str, Any]:
+    """Connect many CPs as fast as they come, then hold them idle and measure the cost."""
+    before = usage_of(pid)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "simulator.fleet",
+            "--url",
+            url,
+            "--json",
+            "--progress-every",
+            "0",
+            "--count",
+            str(args.idle_cps),
+            "--ramp",
+            "0",
+            "--concurrency-limit",
+            "500",
+            "--mode",
+            "heartbeat",
+            "--heartbeat-interval",
+            "60",
+            "--duration",
+            str(args.idle_hold + 30),
+            "--id-prefix",
+            "I",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    started = time.monotonic()
+    connected_after: float | None = None
+    while time.monotonic() - started < 120:
+        if connections_of(port) >= args.idle_cps:
+            connected_after = time.monotonic() - started
+            break
+        time.sleep(0.2)
+    settled = usage_of(pid)
+    time.sleep(args.idle_hold)
+    held = usage_of(pid)
+    connections = connections_of(port)
+    holder.terminate()
+    summary_text, _ = holder.communicate(timeout=60)
+    return {
+        "run": name,
+        "phase": "idle",
+        "cps": args.idle_cps,
+        "connected": connections,
+        "all_connected_s": None if connected_after is None else round(connected_after, 2),
+        "connect_rate_per_s": (
+            round(args.idle_cps / connected_after, 1) if connected_after else None
+        ),
+        "rss_kb_per_cp": round((settled.rss_kb - before.rss_kb) / max(1, connections), 1),
+        "idle_cpu_percent": round((held.cpu_s - settled.cpu_s) / args.idle_hold * 100, 2),
+        "fleet_exit": holder.returncode,
+        "fleet_summary_bytes": len(summary_text or ""),
+    }
+
+
+def _calls(result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "calls_per_s": result["calls_per_s"],
+        "p50_ms": result["latency"]["p50_ms"],
+        "p99_ms": result["latency"]["p99_ms"],
+        "calls_failed": result["calls_failed"],
+        "connect_errors": result["connect_error_total"],
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    ceiling = next((r for r in rows if r["run"] == "ceiling-websocket"), None)
+    header = (
+        f"{'run':28} {'phase':6} {'CPs':>6} {'calls/s':>9} {'vs ws':>6} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'cpu ms/1k':>9} {'conn/s':>8} {'KB/CP':>6} {'idle cpu%':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        ratio = ""
+        if ceiling and row.get("calls_per_s") and row["run"] != "ceiling-websocket":
+            ratio = f"{row['calls_per_s'] / ceiling['calls_per_s']:.2f}"
+        lines.append(
+            f"{row['run']:28} {row.get('phase', ''):6} {row['cps']:>6} "
+            f"{_cell(row.get('calls_per_s')):>9} {ratio:>6} {_cell(row.get('p50_ms')):>8} "
+            f"{_cell(row.get('p99_ms')):>8} {_cell(row.get('cpu_ms_per_1000_calls')):>9} "
+            f"{_cell(row.get('connect_rate_per_s')):>8} {_cell(row.get('rss_kb_per_cp')):>6} "
+            f"{_cell(row.get('idle_cpu_percent')):>9}"
+        )
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cps", type=int, default=1000, help="CPs in the closed-loop runs")
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--idle-cps", type=int, default=10000, help="0: skip the idle run")
+    parser.add_argument("--idle-hold", type=float, default=20.0)
+    parser.add_argument("--modes", default="shared,per-cp")
+    parser.add_argument("--impls", default="awscrt,aiomqtt")
+    parser.add_argument("--per-cp-idle-cps", type=int, default=2000)
+    args = parser.parse_args(argv)
+    rows: list[dict[str, Any]] = []
+
+    def emit(row: dict[str, Any]) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    broker = start_broker(["max_connections -1"])
+    try:
+        emit(ws_ceiling(args))
+        with process(
+            [sys.executable, "-m", "bench.responder", "--mqtt-url", broker.url],
+            {},
+            ready_line="subscribed",
+        ):
+            emit(mqtt_ceiling(args, broker))
+            for mode in args.modes.split(","):
+                for impl in args.impls.split(","):
+                    mode_args = argparse.Namespace(**vars(args))
+                    if mode == "per-cp":
+                        mode_args.idle_cps = min(args.idle_cps, args.per_cp_idle_cps)
+                    for row in gateway_runs(mode_args, broker, mode, impl):
+                        emit(row)
+    finally:
+        broker.stop()
+    print()
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
