@@ -17,9 +17,15 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from awscrt.exceptions import AwsCrtError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from gateway.links import LinkLost, build_link
+from gateway.links.crt_clients import SESSION_TAKEN_OVER
+from gateway.links.crt_link import CrtChannel
+from gateway.observability import Metrics
+from gateway.settings import Settings
 from tests.support.gateway import REPO_ROOT, GatewayProcess, running_gateway, ws_url
 from tests.support.mqtt import MqttPeer, mqtt_peer
 from tests.support.tls import (
@@ -259,3 +265,35 @@ async def test_pem_text_from_the_environment(
         ws = await open_cp(ws_url(gateway))
         await round_trip(ws, csms, "CP1", "pem")
         await ws.close()
+
+
+# -- awscrt specifics ---------------------------------------------------------------------------
+
+
+async def test_awscrt_gives_the_cp_up_at_once_on_session_taken_over(
+    tls_broker: TlsBroker,
+) -> None:
+    """AWS IoT Core says "session taken over" (0x8E); Mosquitto 2.0 cannot, so the CRT's report
+    is played here: the channel must end without asking the probe and never reconnect."""
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, mqtt_url=tls_broker.plain_url, link_impl="awscrt"
+    )
+    link = build_link(settings, Metrics(), "gw-test")
+    await link.start()
+    lost: list[LinkLost] = []
+
+    async def deliver(payload: bytes) -> None:
+        pass
+
+    channel = await link.open_channel("CP1", "ocpp2.0.1", deliver, lost.append)
+    assert isinstance(channel, CrtChannel)
+    await link.close()  # the probe is gone: a drop now would look like a broker loss
+    client = channel._client
+    assert client is not None
+    error = AwsCrtError(0, "AWS_ERROR_MQTT5_DISCONNECT_RECEIVED", "the server sent DISCONNECT")
+    client.stop()  # what the CRT thread does before reporting the drop
+    channel.disconnected(client, SESSION_TAKEN_OVER, error)
+    assert lost == [LinkLost.TAKEN_OVER]
+    await asyncio.wait_for(client.stopped.wait(), 5)
+    assert channel._client is client  # no new client: no reconnect war
+    await channel.close()
