@@ -22,6 +22,8 @@ locals {
       GATEWAY_PORT             = "8080"
       GATEWAY_REGISTRY         = "aws-iot"
       GATEWAY_LINK_MODE        = "per-cp"
+      GATEWAY_LINK_IMPL        = "awscrt"
+      GATEWAY_MQTT_AUTH        = "sigv4"
       GATEWAY_LOG_FORMAT       = "json"
       GATEWAY_SHUTDOWN_TIMEOUT = tostring(var.shutdown_timeout)
       IOT_ENDPOINT             = data.aws_iot_endpoint.data.endpoint_address

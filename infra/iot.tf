@@ -12,12 +12,13 @@ resource "aws_iot_thing" "charge_point" {
   name = each.key
 }
 
-# `+/in` -> queue: the message body is {"chargePointId": "<cpId>", "message": <the OCPP-J array>}.
+# `+/in` -> queue. The body carries the frame byte for byte (base64) and the CP's subprotocol:
+# {"payload": "<base64>", "chargePointId": "CP1", "subprotocol": "ocpp2.0.1"} (docs/processor.md).
 resource "aws_iot_topic_rule" "frames_to_queue" {
   name        = replace("${var.name}_frames_to_queue", "-", "_")
   description = "Charge point frames (+/in) to the processor's queue"
   enabled     = true
-  sql         = "SELECT * AS message, topic(1) AS chargePointId FROM '+/in'"
+  sql         = "SELECT encode(*, 'base64') AS payload, topic(1) AS chargePointId, get_user_property('subprotocol') AS subprotocol FROM '+/in'"
   sql_version = "2016-03-23"
 
   sqs {

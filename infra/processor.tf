@@ -19,14 +19,6 @@ resource "aws_sqs_queue" "frames" {
   })
 }
 
-resource "aws_sqs_queue_redrive_allow_policy" "frames_dead_letter" {
-  queue_url = aws_sqs_queue.frames_dead_letter.id
-  redrive_allow_policy = jsonencode({
-    redrivePermission = "byQueue"
-    sourceQueueArns   = [aws_sqs_queue.frames.arn]
-  })
-}
-
 resource "aws_cloudwatch_log_group" "processor" {
   name              = "/aws/lambda/${var.name}-processor"
   retention_in_days = var.log_retention_days
@@ -64,9 +56,10 @@ data "aws_iam_policy_document" "processor" {
     ]
   }
 
+  # Classic shadow (boot attributes) and the named shadow `ocpp` (state): thing/<cpId>[/<name>].
   statement {
-    sid       = "UpdateShadow"
-    actions   = ["iot:UpdateThingShadow"]
+    sid       = "ReadAndUpdateShadows"
+    actions   = ["iot:GetThingShadow", "iot:UpdateThingShadow"]
     resources = ["${local.iot_arn_prefix}:thing/*"]
   }
 
@@ -111,10 +104,13 @@ resource "aws_lambda_function" "processor" {
   kms_key_arn      = aws_kms_key.main.arn
 
   environment {
-    variables = {
-      IOT_ENDPOINT = data.aws_iot_endpoint.data.endpoint_address
-      LOG_LEVEL    = "INFO"
-    }
+    variables = merge(
+      {
+        IOT_DATA_ENDPOINT   = data.aws_iot_endpoint.data.endpoint_address
+        PROCESSOR_LOG_LEVEL = "INFO"
+      },
+      var.processor_environment,
+    )
   }
 
   tracing_config {

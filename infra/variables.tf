@@ -255,6 +255,12 @@ variable "processor_batch_size" {
   default     = 10
 }
 
+variable "processor_environment" {
+  description = "Extra environment variables of the processor Lambda (PROCESSOR_HEARTBEAT_INTERVAL, PROCESSOR_STATE_SHADOW, ...)."
+  type        = map(string)
+  default     = {}
+}
+
 variable "processor_max_concurrency" {
   description = "Most processor invocations the queue drives at once (2-1000)."
   type        = number
