@@ -339,3 +339,16 @@ async def test_csms_drives_an_ocpp16_charge_point(csms: OcppCsms, simulator: Sta
     assert csms.connections["CP16"] == 2
     assert csms.errors_sent == []
     assert await cp.interrupt() == 0
+
+
+async def test_boot_is_retried_at_the_interval_until_accepted(simulator: Start) -> None:
+    async with OcppCsms(boot_status="Rejected", heartbeat_interval=1) as csms:
+        cp = await simulator("--url", csms.url, "--cp-id", "CP1", "--heartbeats", "1")
+        await csms.wait_for("CP1", "BootNotification", count=2)
+        csms.boot_status = "Accepted"
+        assert await cp.wait() == 0, cp.output
+    assert csms.actions("CP1", without=())[-2:] == ["BootNotification", "Heartbeat"]
+    assert (
+        "WARNING:root:CP1: central system answered BootNotification with Rejected; retrying in 1 s"
+    ) in cp.lines
+    assert csms.connections["CP1"] == 1

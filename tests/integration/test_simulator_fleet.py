@@ -204,3 +204,63 @@ async def test_stop_ends_a_run_without_a_limit_with_a_summary() -> None:
     assert summary.connected == 5
     assert summary.calls_failed == 0
     assert summary.disconnects == {}  # closed by the fleet itself
+
+
+async def test_boots_not_accepted_are_retried_and_counted() -> None:
+    async with EchoCsms(boot_status="Pending", heartbeat_interval=1) as csms:
+        run = FleetRun(plan(csms.url, 3, calls_per_cp=1))
+        running = asyncio.create_task(run.run())
+        await until(lambda: run.stats.boots_not_accepted >= 3, what="3 pending boots")
+        csms.boot_status = "Accepted"
+        summary = await running
+    assert summary.boots_accepted == 3
+    assert summary.boots_not_accepted >= 3
+    assert summary.connected == 3
+    assert summary.calls_failed == 0
+
+
+async def test_garbage_from_the_csms_is_counted_not_fatal() -> None:
+    async with EchoCsms() as csms:
+        run = FleetRun(plan(csms.url, 1, mode="heartbeat", heartbeat_interval=60.0))
+        running = asyncio.create_task(run.run())
+        await until(lambda: run.stats.connected_now == 1, what="connected")
+        await csms.live["LOAD00001"].send("not json")
+        await csms.live["LOAD00001"].send('[3,"no-such-call",{}]')
+        await until(lambda: run.stats.unexpected_frames == 2, what="two unexpected frames")
+        run.stop.set()
+        summary = await running
+    assert summary.unexpected_frames == 2
+    assert summary.disconnects == {}
+
+
+async def test_ctrl_c_prints_the_summary_so_far(simulator: Start) -> None:
+    async with EchoCsms(record=False, heartbeat_interval=1) as csms:
+        fleet = await simulator(
+            "fleet", "--url", csms.url, "--count", "10", "--progress-every", "0.2", "--json"
+        )  # fmt: skip
+        await fleet.wait_for_line(r"connected 10/10")
+        assert await fleet.interrupt() == 0
+    summary = json_summary(fleet)
+    assert summary["connected"] == 10
+    assert summary["calls_failed"] == 0
+    assert "Traceback" not in fleet.output
+
+
+async def test_echo_server_runs_as_a_process(simulator: Start) -> None:
+    port = free_port()
+    server = await SimulatorProcess.start(
+        "-m", "tests.support.echo_csms", "--port", str(port), "--interval", "5",
+        command=(), cwd=REPO_ROOT,
+    )  # fmt: skip
+    try:
+        await server.wait_for_line(f"echo CSMS listening on ws://127.0.0.1:{port}")
+        fleet = await simulator(
+            "fleet", "--url", f"ws://127.0.0.1:{port}", "--count", "10", "--mode", "closed",
+            "--calls", "4", "--json",
+        )  # fmt: skip
+        assert await fleet.wait(timeout=60) == 0
+        assert await server.interrupt() == 0
+    finally:
+        await server.kill()
+    assert json.loads(server.lines[-1]) == {"connections": 10, "calls_answered": 50}
+    assert json_summary(fleet)["calls_ok"] == 50

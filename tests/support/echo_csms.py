@@ -47,11 +47,13 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def answer_payload(action: str, subprotocol: str | None, heartbeat_interval: int) -> dict[str, Any]:
+def answer_payload(
+    action: str, subprotocol: str | None, heartbeat_interval: int, boot_status: str = "Accepted"
+) -> dict[str, Any]:
     """The CALLRESULT payload for `action` (the smallest one the schemas accept)."""
     v16 = subprotocol == "ocpp1.6"
     if action == "BootNotification":
-        return {"currentTime": utc_now(), "interval": heartbeat_interval, "status": "Accepted"}
+        return {"currentTime": utc_now(), "interval": heartbeat_interval, "status": boot_status}
     if action == "Heartbeat":
         return {"currentTime": utc_now()}
     if action == "Authorize":
@@ -62,7 +64,9 @@ def answer_payload(action: str, subprotocol: str | None, heartbeat_interval: int
     return {}
 
 
-def answer(frame: str, subprotocol: str | None, heartbeat_interval: int) -> str | None:
+def answer(
+    frame: str, subprotocol: str | None, heartbeat_interval: int, boot_status: str = "Accepted"
+) -> str | None:
     """The reply to one frame: a CALLRESULT for a CALL, a CALLERROR for garbage, else nothing."""
     try:
         message = json.loads(frame)
@@ -72,7 +76,7 @@ def answer(frame: str, subprotocol: str | None, heartbeat_interval: int) -> str 
         return json.dumps([4, "-1", "FormatViolation", "not an OCPP-J message", {}])
     if message[0] != 2:
         return None
-    payload = answer_payload(str(message[2]), subprotocol, heartbeat_interval)
+    payload = answer_payload(str(message[2]), subprotocol, heartbeat_interval, boot_status)
     return json.dumps([3, message[1], payload], separators=(",", ":"))
 
 
@@ -85,6 +89,7 @@ class EchoCsms:
     host: str = "127.0.0.1"
     port: int = 0
     heartbeat_interval: int = 10
+    boot_status: str = "Accepted"
     http_status: dict[str, int] = field(default_factory=dict)
     """Ids refused before the upgrade, with this HTTP status."""
     close_on_connect: dict[str, tuple[int, str]] = field(default_factory=dict)
@@ -203,7 +208,7 @@ class EchoCsms:
                 if message[0] == 2 and message[2] in self.error_actions:
                     code = self.error_actions[message[2]]
                     return json.dumps([4, message[1], code, "refused by the test", {}])
-        return answer(text, subprotocol, self.heartbeat_interval)
+        return answer(text, subprotocol, self.heartbeat_interval, self.boot_status)
 
     async def _handle(self, connection: ServerConnection) -> None:
         cp_id = cp_id_of(connection.request.path if connection.request else "/")

@@ -60,7 +60,7 @@ class Csms201(_Recording, v201.ChargePoint):
     @on("BootNotification")
     def on_boot(self, **_: Any) -> v201.call_result.BootNotification:
         return v201.call_result.BootNotification(
-            current_time=now(), interval=self.csms.heartbeat_interval, status="Accepted"
+            current_time=now(), interval=self.csms.heartbeat_interval, status=self.csms.boot_status
         )
 
     @on("Heartbeat")
@@ -88,7 +88,7 @@ class Csms16(_Recording, v16.ChargePoint):
     @on("BootNotification")
     def on_boot(self, **_: Any) -> v16.call_result.BootNotification:
         return v16.call_result.BootNotification(
-            current_time=now(), interval=self.csms.heartbeat_interval, status="Accepted"
+            current_time=now(), interval=self.csms.heartbeat_interval, status=self.csms.boot_status
         )
 
     @on("Heartbeat")
@@ -124,6 +124,7 @@ class OcppCsms:
     host: str = "127.0.0.1"
     port: int = 0
     heartbeat_interval: int = 10
+    boot_status: str = "Accepted"
     authorize_status: str = "Accepted"
 
     calls: list[Call] = field(default_factory=list)
