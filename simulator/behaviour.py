@@ -76,11 +76,15 @@ class StationBehaviour(ABC):
             console.info("%s: reconnected to central system", self.config.cp_id)
         else:
             await self.boot_until_accepted(self.state.boot_reason)
-        jobs: list[Coroutine[Any, Any, None]] = [self.run_heartbeats()]
+        jobs = [asyncio.create_task(self.run_heartbeats())]
         if self.config.scenario and not self.state.scenario_started:
             self.state.scenario_started = True
-            jobs.append(self.run_scenario())
-        await asyncio.gather(*jobs)
+            jobs.append(asyncio.create_task(self.run_scenario()))
+        try:
+            await asyncio.gather(*jobs)
+        finally:
+            for job in jobs:  # one failed: the others end with it
+                job.cancel()
 
     async def boot_until_accepted(self, reason: str) -> None:
         cp_id = self.config.cp_id

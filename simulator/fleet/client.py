@@ -66,7 +66,12 @@ class ChargePoint:
         plan = self.fleet.plan
         delays = ReconnectDelays(plan.reconnect, self.fleet.uniform) if plan.reconnect else None
         while True:
-            finished, answered = await self.connect_once()
+            try:
+                finished, answered = await self.connect_once()
+            except Exception as exc:  # a bug must not pass silently, nor stop the other CPs
+                self.fleet.stats.disconnects["internal_error"] += 1
+                self.fleet.on_first_error("internal", type(exc).__name__, exc)
+                return
             if finished or delays is None:
                 return
             if answered:
