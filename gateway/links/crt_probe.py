@@ -35,6 +35,7 @@ class CrtProbe:
         self._last_lost = float("-inf")
         self._client: CrtClient | None = None
         self._reported_failure: str | None = None
+        self._last_error: str | None = None
         self._explaining: asyncio.Task[None] | None = None
 
     @property
@@ -78,6 +79,7 @@ class CrtProbe:
         self._set_ready(True)
 
     def connect_failed(self, client: CrtClient, error: Exception) -> None:
+        self._last_error = describe_crt_error(error)
         if is_tls_error(error):
             if self._explaining is None or self._explaining.done():
                 self._explaining = asyncio.create_task(self._explain(error))
@@ -114,7 +116,9 @@ class CrtProbe:
             self._report("broker.tls_failed", diagnosis)
         else:
             endpoint = self._factory.endpoint
-            log.warning("broker.unreachable", host=endpoint.host, port=endpoint.port)
+            log.warning(
+                "broker.unreachable", host=endpoint.host, port=endpoint.port, error=self._last_error
+            )
 
     def _report(self, event: str, failure: str) -> None:
         if failure != self._reported_failure:  # once per distinct failure, not at every retry

@@ -32,6 +32,7 @@ class BrokerProbe:
         self._address = address
         self._tls_context = tls_context
         self._tls_failure: str | None = None
+        self._last_error: str | None = None
         self._identifier = identifier
         self._timeout = timeout
         self._keepalive = keepalive
@@ -64,7 +65,7 @@ class BrokerProbe:
         if failure is not None:
             self._report_tls_failure(failure)
         else:
-            log.warning("broker.unreachable", host=host, port=port)
+            log.warning("broker.unreachable", host=host, port=port, error=self._last_error)
 
     async def _run(self) -> None:
         delays = backoff_delays(initial=0.2, maximum=5.0)
@@ -84,6 +85,7 @@ class BrokerProbe:
                     async for _ in client.messages:
                         pass
             except aiomqtt.MqttError as exc:
+                self._last_error = str(exc)
                 failure = tls_failure(exc)
                 if failure is not None:
                     self._report_tls_failure(failure)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.support.gateway import REPO_ROOT
+from tests.support.mosquitto import start_broker
 from tests.support.mqtt import MqttPeer, mqtt_peer
 from tests.support.tls import STATIC_AWS_CREDENTIALS, Pki, TlsBroker, link_setup, make_pki
 
@@ -115,3 +116,17 @@ def test_bad_configuration_exits_2(tls_broker: TlsBroker) -> None:
     bad_id = run_check({}, "--cp-id", "a/b")
     assert bad_id.returncode == 2
     assert "invalid --cp-id" in bad_id.stderr
+
+
+@pytest.mark.parametrize(
+    ("impl", "refusal"), [("aiomqtt", "[code:135] Not authorized"), ("awscrt", "NOT_AUTHORIZED")]
+)
+def test_a_refused_client_fails_and_says_why(impl: str, refusal: str) -> None:
+    """As when an IoT policy does not allow the client id."""
+    broker = start_broker(extra_config=["allow_anonymous false"])
+    try:
+        result = run_check({"GATEWAY_MQTT_URL": broker.url, "GATEWAY_LINK_IMPL": impl})
+    finally:
+        broker.stop()
+    assert result.returncode == 1
+    assert refusal in result.stderr
