@@ -14,6 +14,8 @@ from pydantic import ValidationError
 from gateway.links import LinkMisconfigured, build_link
 from gateway.observability import Metrics, configure_logging
 from gateway.registry import RegistryMisconfigured, build_registry
+from gateway.registry.events import build_event_watcher
+from gateway.registry.metrics import RegistryCacheCollector
 from gateway.server import Gateway
 from gateway.settings import Settings
 
@@ -27,11 +29,14 @@ def default_gateway_id() -> str:
 def build_gateway(settings: Settings) -> Gateway:
     metrics = Metrics()
     gateway_id = settings.gateway_id or default_gateway_id()
+    registry = build_registry(settings)
+    metrics.registry.register(RegistryCacheCollector(registry))
     return Gateway(
         settings,
-        registry=build_registry(settings),
+        registry=registry,
         link=build_link(settings, metrics, gateway_id),
         metrics=metrics,
+        registry_events=build_event_watcher(settings, gateway_id),
     )
 
 

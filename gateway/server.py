@@ -24,6 +24,7 @@ from gateway.handshake import (
 from gateway.links.base import Link
 from gateway.observability import Metrics
 from gateway.registry.base import Registry, RegistryUnavailable
+from gateway.registry.events import RegistryEventWatcher
 from gateway.session import Session
 from gateway.sessions import SessionTable
 from gateway.settings import Settings, UnknownIdResponse
@@ -35,12 +36,18 @@ LIVENESS_PATH = f"{HEALTH_PATH}/live"
 
 class Gateway:
     def __init__(
-        self, settings: Settings, registry: Registry, link: Link, metrics: Metrics
+        self,
+        settings: Settings,
+        registry: Registry,
+        link: Link,
+        metrics: Metrics,
+        registry_events: RegistryEventWatcher | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.link = link
         self.metrics = metrics
+        self.registry_events = registry_events
         self.sessions = SessionTable()
         self._server: Server | None = None
         self._shutting_down = False
@@ -59,6 +66,8 @@ class Gateway:
     async def start(self) -> None:
         await self.registry.start()
         await self.link.start()
+        if self.registry_events is not None:
+            await self.registry_events.start(self.thing_deleted)
         settings = self.settings
         self._server = await serve(
             self._handle,
@@ -90,6 +99,8 @@ class Gateway:
         self._shutting_down = True
         if self._revalidation is not None:
             self._revalidation.cancel()
+        if self.registry_events is not None:
+            await self.registry_events.close()
         if self._server is not None:
             restart = closes.gateway_restarting()
             log.info("gateway.stopping", connections=len(self.sessions))
@@ -209,6 +220,11 @@ class Gateway:
         log.info("cp.revoked", cp_id=cp_id)
         await session.close(closes.not_registered(cp_id))
         return True
+
+    async def thing_deleted(self, cp_id: str) -> bool:
+        """`cp_id` left the registry (its Thing was deleted): refuse it from now on, close 1008."""
+        self.registry.invalidate(cp_id)
+        return await self.revoke(cp_id)
 
     async def revalidate_sessions(self) -> int:
         """Check every connected charge point against the registry; close those now unknown."""
