@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 import pytest
+import structlog
 from botocore.config import Config
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
@@ -232,6 +233,15 @@ def test_records_fail_and_are_redelivered_when_aws_is_unreachable(
     assert failed == {record["messageId"] for record in records} - dropped_without_aws
 
 
+@pytest.fixture
+def default_logging() -> Iterator[None]:
+    """The handler configures structlog for Lambda; give the next tests the defaults back."""
+    yield
+    structlog.contextvars.clear_contextvars()
+    structlog.reset_defaults()
+
+
+@pytest.mark.usefixtures("default_logging")
 def test_the_handler_creates_its_client_once(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(aws_lambda, "_csms", None)
     monkeypatch.setenv("PROCESSOR_HEARTBEAT_INTERVAL", "30")

@@ -1,4 +1,8 @@
-"""The processor against a real Mosquitto: answers, retained state, replicas, broker restarts."""
+"""The processor against a real Mosquitto: answers, retained state, replicas, broker restarts.
+
+Every test has a broker of its own: any other processor on a shared broker (the local stack's,
+for one) would answer the same calls.
+"""
 
 from __future__ import annotations
 
@@ -50,10 +54,10 @@ async def retained_state(broker_url: str, cp_id: str) -> dict[str, object]:
     return document
 
 
-async def test_boot_is_answered_and_state_is_retained(broker: MosquittoProcess) -> None:
+async def test_boot_is_answered_and_state_is_retained(private_broker: MosquittoProcess) -> None:
     async with (
-        running_processor(broker.url, heartbeat_interval=10),
-        mqtt_peer(broker.url, "CPA1/out") as gateway_side,
+        running_processor(private_broker.url, heartbeat_interval=10),
+        mqtt_peer(private_broker.url, "CPA1/out") as gateway_side,
     ):
         await send_frame(gateway_side, "CPA1", BOOT)
         topic, answer = await next_json(gateway_side)
@@ -63,15 +67,18 @@ async def test_boot_is_answered_and_state_is_retained(broker: MosquittoProcess) 
         assert answer[2]["interval"] == 10
         assert answer[2]["currentTime"].endswith("Z")
 
-        state = await retained_state(broker.url, "CPA1")
+        state = await retained_state(private_broker.url, "CPA1")
         assert state["chargePointId"] == "CPA1"
         assert state["reported"] == REPORTED
         assert state["subprotocol"] == "ocpp2.0.1"
         assert state["bootedAt"] == answer[2]["currentTime"]
 
 
-async def test_ocpp16_calls_are_answered_in_16_terms(broker: MosquittoProcess) -> None:
-    async with running_processor(broker.url), mqtt_peer(broker.url, "CPA2/out") as gateway_side:
+async def test_ocpp16_calls_are_answered_in_16_terms(private_broker: MosquittoProcess) -> None:
+    async with (
+        running_processor(private_broker.url),
+        mqtt_peer(private_broker.url, "CPA2/out") as gateway_side,
+    ):
         await send_frame(
             gateway_side,
             "CPA2",
@@ -90,19 +97,24 @@ async def test_ocpp16_calls_are_answered_in_16_terms(broker: MosquittoProcess) -
         assert refused[:3] == [4, "b2", "OccurenceConstraintViolation"]
 
 
-async def test_answers_keep_the_order_of_the_calls(broker: MosquittoProcess) -> None:
+async def test_answers_keep_the_order_of_the_calls(private_broker: MosquittoProcess) -> None:
     ids = [f"hb-{n}" for n in range(300)]
-    async with running_processor(broker.url), mqtt_peer(broker.url, "CPA3/out") as gateway_side:
+    async with (
+        running_processor(private_broker.url),
+        mqtt_peer(private_broker.url, "CPA3/out") as gateway_side,
+    ):
         for message_id in ids:
             await send_frame(gateway_side, "CPA3", heartbeat(message_id))
         answered = [(await next_json(gateway_side))[1][1] for _ in ids]
     assert answered == ids
 
 
-async def test_bad_input_is_answered_or_dropped_and_loses_nothing(broker: MosquittoProcess) -> None:
+async def test_bad_input_is_answered_or_dropped_and_loses_nothing(
+    private_broker: MosquittoProcess,
+) -> None:
     async with (
-        running_processor(broker.url) as processor,
-        mqtt_peer(broker.url, "CPA4/out") as gateway_side,
+        running_processor(private_broker.url) as processor,
+        mqtt_peer(private_broker.url, "CPA4/out") as gateway_side,
     ):
         await send_frame(gateway_side, "CPA4", b"\xff\xfe not text")
         await send_frame(gateway_side, "CPA4", "not json")
@@ -118,12 +130,12 @@ async def test_bad_input_is_answered_or_dropped_and_loses_nothing(broker: Mosqui
         assert processor.counters.responses == 2
 
 
-async def test_two_replicas_answer_each_call_exactly_once(broker: MosquittoProcess) -> None:
+async def test_two_replicas_answer_each_call_exactly_once(private_broker: MosquittoProcess) -> None:
     calls = 200
     async with (
-        running_processor(broker.url, share_group="pair") as first,
-        running_processor(broker.url, share_group="pair") as second,
-        mqtt_peer(broker.url, "+/out") as gateway_side,
+        running_processor(private_broker.url, share_group="pair") as first,
+        running_processor(private_broker.url, share_group="pair") as second,
+        mqtt_peer(private_broker.url, "+/out") as gateway_side,
     ):
         for n in range(calls):
             await send_frame(gateway_side, f"CPB{n % 20}", heartbeat(f"c{n}"))
@@ -137,19 +149,24 @@ async def test_two_replicas_answer_each_call_exactly_once(broker: MosquittoProce
     assert second.counters.answered > 0
 
 
-async def test_a_restarted_processor_keeps_what_was_recorded(broker: MosquittoProcess) -> None:
-    async with running_processor(broker.url), mqtt_peer(broker.url, "CPA5/out") as gateway_side:
+async def test_a_restarted_processor_keeps_what_was_recorded(
+    private_broker: MosquittoProcess,
+) -> None:
+    async with (
+        running_processor(private_broker.url),
+        mqtt_peer(private_broker.url, "CPA5/out") as gateway_side,
+    ):
         await send_frame(gateway_side, "CPA5", BOOT)
         await next_json(gateway_side)
     async with (
-        running_processor(broker.url) as restarted,
-        mqtt_peer(broker.url, "CPA5/out") as gateway_side,
+        running_processor(private_broker.url) as restarted,
+        mqtt_peer(private_broker.url, "CPA5/out") as gateway_side,
     ):
         await until(lambda: restarted.state_of("CPA5") is not None, what="the retained state")
         await send_frame(gateway_side, "CPA5", heartbeat("after-restart"))
         _, answer = await next_json(gateway_side)
         await until(lambda: (restarted.state_of("CPA5") or {}).get("lastHeartbeat") is not None)
-    state = await retained_state(broker.url, "CPA5")
+    state = await retained_state(private_broker.url, "CPA5")
     assert state["reported"] == REPORTED
     assert state["lastHeartbeat"] == answer[2]["currentTime"]
 
@@ -166,11 +183,13 @@ async def test_answers_again_after_the_broker_restarts(private_broker: Mosquitto
             assert (await next_json(gateway_side))[1][1] == "after"
 
 
-def test_sigterm_stops_the_service_cleanly(broker: MosquittoProcess, tmp_path: Path) -> None:
+def test_sigterm_stops_the_service_cleanly(
+    private_broker: MosquittoProcess, tmp_path: Path
+) -> None:
     log_path = tmp_path / "processor.log"
     env = {
         **os.environ,
-        "PROCESSOR_MQTT_URL": broker.url,
+        "PROCESSOR_MQTT_URL": private_broker.url,
         "PROCESSOR_LOG_FORMAT": "json",
         "PROCESSOR_SHARE_GROUP": "sigterm",
     }
