@@ -35,6 +35,7 @@ from simulator.v16 import Station16
 from simulator.v201 import Station201
 
 CLOSE_TIMEOUT = 3.0
+WORKER_GRACE = 0.2
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -106,12 +107,16 @@ async def run_connection(
             "%s: the central system did not agree to the subprotocol %s", config.cp_id, expected
         )
     station = build_station(config, state, connection)
-    listener = asyncio.create_task(station.start(), name="listen")
     worker = asyncio.create_task(station.operate(), name="operate")
+    listener = asyncio.create_task(station.start(), name="listen")
     rebooting = asyncio.create_task(station.reboot_requested.wait(), name="reboot")
     tasks = {listener, worker, stopped, rebooting}
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if listener in done and not worker.done():
+            # A call being prepared (the `ocpp` library validates it in a thread) still goes
+            # out and is logged, then fails: a refused CP shows its BootNotification, then why.
+            await asyncio.wait({worker}, timeout=WORKER_GRACE)
     finally:
         for task in tasks:
             task.cancel()

@@ -105,8 +105,14 @@ async def test_unregistered_charge_point_is_refused_as_users_see_it(simulator: S
         cp = await simulator("--url", csms.url, "--cp-id", "CP2")
         status = await cp.wait()
     assert status == 1
-    assert cp.lines[-1] == REFUSAL_LINE
-    assert_no_traceback(cp)
+    assert len(cp.lines) == 2, cp.output
+    assert re.fullmatch(
+        rf'INFO:ocpp:CP2: send \[2,"{UUID}","BootNotification",'
+        + re.escape(SEED_BOOT_PAYLOAD)
+        + r"\]",
+        cp.lines[0],
+    )
+    assert cp.lines[1] == REFUSAL_LINE
 
 
 async def test_http_refusal_before_the_upgrade_is_a_clear_line(simulator: Start) -> None:
