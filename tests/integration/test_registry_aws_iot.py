@@ -133,3 +133,31 @@ async def test_gateway_during_a_registry_outage(
     code, reason = await refusal(ws_url(aws_gateway, "CP3"))
     assert code == 1013  # try again later
     assert reason is not None and "retry later" in reason
+
+
+async def test_a_thing_deleted_while_its_cp_is_connected_is_closed_by_revalidation(
+    broker: MosquittoProcess, moto_server: MotoServer, csms: MqttPeer
+) -> None:
+    create_thing(moto_server, "CP1")
+    async with running_gateway(
+        broker.url,
+        registry="aws-iot",
+        aws_region=REGION,
+        aws_endpoint_url=moto_server.url,
+        registry_positive_ttl=0.2,
+        registry_revalidate_interval=0.2,
+        registry_events_topic="",  # no deletion event: re-validation alone must find out
+    ) as gateway:
+        async with connect(ws_url(gateway, "CP1"), subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+            await ws.send('[2,"1","Heartbeat",{}]')
+            assert (await csms.next()).topic == "CP1/in"
+            client = boto3.client("iot", region_name=REGION, endpoint_url=moto_server.url)
+            client.delete_thing(thingName="CP1")
+            client.close()
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await ws.recv()
+        assert (ws.close_code, ws.close_reason) == (
+            1008,
+            "Charge Point CP1 not registered as an IoT Thing",
+        )
