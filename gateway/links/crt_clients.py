@@ -22,6 +22,7 @@ import concurrent.futures
 import contextlib
 import math
 import re
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -112,7 +113,7 @@ class ClientEvents(Protocol):
     def disconnected(self, client: CrtClient, reason_code: int | None, error: Exception) -> None:
         """The connection dropped (never called for a stop the gateway asked for)."""
 
-    def message(self, client: CrtClient, payload: bytes) -> None: ...
+    def message(self, client: CrtClient, topic: str, payload: bytes) -> None: ...
 
 
 class CrtClientFactory:
@@ -206,6 +207,8 @@ class CrtClientFactory:
                 if rejoin
                 else mqtt5.ClientSessionBehaviorType.CLEAN
             ),
+            # Paces each client to IoT Core's 100 publishes/s per connection (IoT Core discards
+            # the excess, e.g. when a CP flushes its offline queue); costs up to ~10 ms a publish.
             extended_validation_and_flow_control_options=(
                 mqtt5.ExtendedValidationAndFlowControlOptions.AWS_IOT_CORE_DEFAULTS
             ),
@@ -250,12 +253,24 @@ def sigv4_handshake_signer(
 
 
 class _Callbacks:
-    """The CRT-thread side of one client: forwards each event to the asyncio loop."""
+    """The CRT-thread side of one client: forwards each event to the asyncio loop.
+
+    The CRT holds these callbacks until its client is destroyed, and it is destroyed only when
+    the `CrtClient` is; a strong reference back would keep every closed channel alive forever.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, stop_when_dropped: bool) -> None:
         self._loop = loop
         self._stop_when_dropped = stop_when_dropped
-        self.client: CrtClient | None = None
+        self._client: weakref.ref[CrtClient] | None = None
+
+    @property
+    def client(self) -> CrtClient | None:
+        return self._client() if self._client is not None else None
+
+    @client.setter
+    def client(self, client: CrtClient) -> None:
+        self._client = weakref.ref(client)
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the gateway has stopped
@@ -263,9 +278,9 @@ class _Callbacks:
 
     def on_publish(self, data: mqtt5.PublishReceivedData) -> None:
         client = self.client
-        payload = data.publish_packet.payload
+        packet = data.publish_packet
         if client is not None:
-            self._post(client.events.message, client, bytes(payload or b""))
+            self._post(client.events.message, client, packet.topic, bytes(packet.payload or b""))
 
     def on_connection_success(self, data: mqtt5.LifecycleConnectSuccessData) -> None:
         client = self.client
@@ -342,16 +357,22 @@ class CrtClient:
         if puback is not None and puback.reason_code is not None and puback.reason_code >= 0x80:
             raise BrokerRefused(f"the broker refused the publish to {topic}: {_name(puback)}")
 
-    async def subscribe(self, topic: str, qos: int) -> None:
+    async def subscribe(self, topic: str | list[str], qos: int) -> None:
         """Subscribe; returns once the broker acknowledged the subscription (SUBACK)."""
+        topics = [topic] if isinstance(topic, str) else topic
         packet = mqtt5.SubscribePacket(
-            subscriptions=[mqtt5.Subscription(topic_filter=topic, qos=mqtt5.QoS(qos))]
+            subscriptions=[
+                mqtt5.Subscription(topic_filter=each, qos=mqtt5.QoS(qos)) for each in topics
+            ]
         )
         suback = await _on_loop(self._client.subscribe(packet))
-        for code in suback.reason_codes or []:
+        for each, code in zip(topics, suback.reason_codes or [], strict=False):
             if int(code) >= 0x80:
                 refusal = getattr(code, "name", str(code))
-                raise BrokerRefused(f"the broker refused the subscription to {topic}: {refusal}")
+                raise BrokerRefused(f"the broker refused the subscription to {each}: {refusal}")
+
+    async def unsubscribe(self, topics: list[str]) -> None:
+        await _on_loop(self._client.unsubscribe(mqtt5.UnsubscribePacket(topic_filters=topics)))
 
 
 async def _on_loop(future: concurrent.futures.Future[Any]) -> Any:

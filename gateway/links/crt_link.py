@@ -110,6 +110,7 @@ class CrtChannel:
         self._client: CrtClient | None = None
         self._opening: asyncio.Future[None] | None = None
         self._opened = False
+        self._dropped_while_opening: str | None = None
         self._connected = asyncio.Event()  # connected and subscribed
         self._dropped = asyncio.Event()  # the connection dropped again while recovering
         self._ended = asyncio.Event()
@@ -135,6 +136,9 @@ class CrtChannel:
         except (BrokerUnavailable, CrtLinkError) as exc:
             await self._stop(client)
             raise BrokerUnavailable(f"cannot open the broker channel: {exc}") from exc
+        if self._dropped_while_opening is not None:  # right after the SUBACK
+            await self._stop(client)
+            raise BrokerUnavailable(self._dropped_while_opening)
         self._opened = True
         self._connected.set()
         self._reader = asyncio.create_task(self._read_loop(), name=f"crt-reader-{self._cp_id}")
@@ -213,7 +217,8 @@ class CrtChannel:
             return
         self._connected.clear()
         if not self._opened:
-            self._settle_opening(f"the connection dropped: {describe_crt_error(error)}")
+            self._dropped_while_opening = f"the connection dropped: {describe_crt_error(error)}"
+            self._settle_opening(self._dropped_while_opening)
         elif reason_code == SESSION_TAKEN_OVER:
             self._end(LinkLost.TAKEN_OVER)
         elif self._recovery is not None and not self._recovery.done():
@@ -223,7 +228,7 @@ class CrtChannel:
                 self._recover(error), name=f"crt-recovery-{self._cp_id}"
             )
 
-    def message(self, client: CrtClient, payload: bytes) -> None:
+    def message(self, client: CrtClient, topic: str, payload: bytes) -> None:
         self._inbox.put_nowait(payload)
 
     # ------------------------------------------------------------------------------------

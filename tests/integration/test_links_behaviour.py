@@ -8,11 +8,13 @@ broker does not check the signature; `test_links_sigv4.py` does).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import shutil
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -297,3 +299,28 @@ async def test_awscrt_gives_the_cp_up_at_once_on_session_taken_over(
     await asyncio.wait_for(client.stopped.wait(), 5)
     assert channel._client is client  # no new client: no reconnect war
     await channel.close()
+
+
+async def test_closed_channels_are_freed(link: LinkUnderTest) -> None:
+    """The CRT keeps its callbacks until its client is gone: nothing may tie them in a loop."""
+    settings = Settings(_env_file=None, mqtt_url=link.url, **link.settings)  # type: ignore[call-arg]
+    gateway_link = build_link(settings, Metrics(), "gw-test")
+    await gateway_link.start()
+
+    async def deliver(payload: bytes) -> None:
+        pass
+
+    freed = []
+    for n in range(20):
+        channel = await gateway_link.open_channel(f"FREE{n}", "ocpp2.0.1", deliver, print)
+        await channel.publish(b'[2,"1","Heartbeat",{}]')
+        await channel.close()
+        freed.append(weakref.ref(channel))
+        del channel
+    await gateway_link.close()
+    for _ in range(50):
+        gc.collect()
+        if all(ref() is None for ref in freed):
+            break
+        await asyncio.sleep(0.05)  # the CRT releases a stopped client on its own thread
+    assert [ref() for ref in freed] == [None] * 20
