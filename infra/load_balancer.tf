@@ -60,11 +60,18 @@ resource "aws_acm_certificate" "gateway" {
   }
 }
 
+locals {
+  # Keyed by the domain (known at plan time); the record itself comes from the certificate.
+  certificate_validation = local.issue_certificate ? {
+    (var.domain_name) = one([
+      for option in aws_acm_certificate.gateway[0].domain_validation_options : option
+      if option.domain_name == var.domain_name
+    ])
+  } : {}
+}
+
 resource "aws_route53_record" "certificate_validation" {
-  for_each = {
-    for option in(local.issue_certificate ? aws_acm_certificate.gateway[0].domain_validation_options : []) :
-    option.domain_name => option
-  }
+  for_each = local.certificate_validation
 
   zone_id         = var.route53_zone_id
   name            = each.value.resource_record_name

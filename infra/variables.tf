@@ -229,6 +229,11 @@ variable "processor_zip" {
   description = "Path of the processor Lambda package (scripts/build_lambda.py writes build/processor-lambda.zip)."
   type        = string
   default     = "../build/processor-lambda.zip"
+
+  validation {
+    condition     = fileexists(var.processor_zip)
+    error_message = "processor_zip: no such file. Build the package first: .venv/bin/python scripts/build_lambda.py (writes build/processor-lambda.zip)."
+  }
 }
 
 variable "processor_handler" {
