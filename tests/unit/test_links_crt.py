@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from awscrt import auth, http, mqtt5
 
-from gateway.links import LinkMisconfigured, build_link
+from gateway.links import LinkMisconfigured
 from gateway.links.crt_clients import (
     CrtClientFactory,
     CrtEndpoint,
@@ -19,7 +19,6 @@ from gateway.links.crt_clients import (
     sigv4_handshake_signer,
 )
 from gateway.links.tls import TlsConfigError, TlsMaterial
-from gateway.observability import Metrics
 from gateway.settings import Settings
 from tests.support.sigv4 import expected_signature, parse_presigned, signed_at
 from tests.support.tls import Pki, make_pki
@@ -129,12 +128,6 @@ def test_factory_accepts_files_and_pem_text(pki: Pki) -> None:
             mqtt_key_pem=pki.client.key_pem(),
         )
     )
-
-
-def test_awscrt_link_runs_per_cp_only() -> None:
-    with pytest.raises(LinkMisconfigured) as refused:
-        build_link(settings(link_mode="shared"), Metrics(), "gw")
-    assert "GATEWAY_LINK_MODE=per-cp" in str(refused.value)
 
 
 # -- SigV4 ----------------------------------------------------------------------------------
