@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.datastructures import HeadersLike
-from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketException
+from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.typing import Subprotocol
 
 from simulator.backoff import RetryBackOff
@@ -69,9 +69,8 @@ async def open_connection(config: StationConfig) -> ClientConnection:
     headers: HeadersLike = {}
     if config.password is not None:
         headers = {"Authorization": basic_auth_header(config.cp_id, config.password)}
-    url = station_url(config.url, config.cp_id)
     return await connect(
-        url,
+        station_url(config.url, config.cp_id),
         subprotocols=[Subprotocol(SUBPROTOCOLS[config.ocpp_version])],
         additional_headers=headers,
         ssl=client_ssl_context(config.url, config.tls),
@@ -210,8 +209,4 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 async def simulate(config: StationConfig) -> int:
     stop = asyncio.Event()
     install_stop_signals(stop)
-    try:
-        return await run_station(config, stop)
-    except InvalidURI as exc:
-        console.error("%s: invalid URL: %s", config.cp_id, exc)
-        return EXIT_FAILED
+    return await run_station(config, stop)
