@@ -1,4 +1,4 @@
-"""Registry figures: file parsing and reload, cached lookups, and cold AWS IoT lookups.
+"""Registry figures: file parsing and reload, cached lookups, cold AWS IoT and DynamoDB lookups.
 
     python scripts/bench_registry.py [--ids 20000] [--aws-lookups 2000]
 
@@ -25,6 +25,7 @@ from pathlib import Path
 import boto3
 
 from gateway.registry.aws_iot import AwsIotRegistry
+from gateway.registry.dynamodb import KEY_ATTRIBUTE, DynamoDbRegistry
 from gateway.registry.file import FileRegistry
 from gateway.registry.things_cli import main as things_cli
 from gateway.registry.things_file import parse_things
@@ -73,21 +74,23 @@ async def bench_file(path: Path, text: str, ids: int) -> None:
     report(f"ocpp-things add (file of {ids} ids)", 1, time.perf_counter() - started, "edits")
 
 
-async def bench_aws(endpoint: str, lookups: int, registered: int) -> None:
-    registry = AwsIotRegistry(region=REGION, endpoint_url=endpoint)
+async def bench_aws(
+    registry: AwsIotRegistry | DynamoDbRegistry, operation: str, lookups: int, registered: int
+) -> None:
     await registry.start()
     calls = 0
+    name = "aws-iot" if isinstance(registry, AwsIotRegistry) else "dynamodb"
 
     def count(**_: object) -> None:
         nonlocal calls
         calls += 1
 
-    registry.client.meta.events.register("before-call.iot.DescribeThing", count)
+    registry.client.meta.events.register(f"before-call.{operation}", count)
     ids = [f"CP{number:06d}" for number in range(lookups)]
     started = time.perf_counter()
     answers = await asyncio.gather(*(registry.is_registered(cp_id) for cp_id in ids))
     report(
-        f"aws-iot cold lookups, {registry.max_concurrency} in flight",
+        f"{name} cold lookups, {registry.max_concurrency} in flight",
         lookups,
         time.perf_counter() - started,
         "lookups",
@@ -98,18 +101,18 @@ async def bench_aws(endpoint: str, lookups: int, registered: int) -> None:
     started = time.perf_counter()
     same = await asyncio.gather(*(registry.is_registered("CP999999") for _ in range(5000)))
     report(
-        "aws-iot 5000 concurrent lookups of one id",
+        f"{name} 5000 concurrent lookups of one id",
         5000,
         time.perf_counter() - started,
         "lookups",
     )
-    print(f"{'  DescribeThing calls they caused':<50} {calls - before:>8}")
+    print(f"{'  calls to AWS they caused':<50} {calls - before:>8}")
     assert not any(same)
 
     started = time.perf_counter()
     for cp_id in ids:
         await registry.is_registered(cp_id)
-    report("aws-iot cached lookups", lookups, time.perf_counter() - started, "lookups")
+    report(f"{name} cached lookups", lookups, time.perf_counter() - started, "lookups")
     await registry.close()
 
 
@@ -153,7 +156,22 @@ def main() -> None:
         registered = args.aws_lookups // 2
         for number in range(registered):
             client.create_thing(thingName=f"CP{number:06d}")
-        asyncio.run(bench_aws(endpoint, args.aws_lookups, registered))
+        iot = AwsIotRegistry(region=REGION, endpoint_url=endpoint)
+        asyncio.run(bench_aws(iot, "iot.DescribeThing", args.aws_lookups, registered))
+
+        dynamodb = boto3.client("dynamodb", region_name=REGION, endpoint_url=endpoint)
+        dynamodb.create_table(
+            TableName="charge-points",
+            KeySchema=[{"AttributeName": KEY_ATTRIBUTE, "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": KEY_ATTRIBUTE, "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        for number in range(registered):
+            dynamodb.put_item(
+                TableName="charge-points", Item={KEY_ATTRIBUTE: {"S": f"CP{number:06d}"}}
+            )
+        table = DynamoDbRegistry(table="charge-points", region=REGION, endpoint_url=endpoint)
+        asyncio.run(bench_aws(table, "dynamodb.GetItem", args.aws_lookups, registered))
 
 
 if __name__ == "__main__":
