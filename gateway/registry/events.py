@@ -160,6 +160,10 @@ class RegistryEventWatcher:
                 problem = str(exc) or type(exc).__name__
             except SubscriptionRefused as exc:
                 problem = str(exc)
+            except Exception as exc:
+                # A bug must not end the watcher for good: log it in full, then start over.
+                log.exception("registry.events_failed", topic=self.topic)
+                problem = repr(exc)
             self._subscribed.clear()
             self._first_attempt_done.set()
             delay = next(delays)
