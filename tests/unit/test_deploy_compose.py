@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -11,36 +9,14 @@ from typing import Any
 
 import pytest
 
-from scripts.deploy_tools import REPO_ROOT, docker_config_dir, find_tool
+from scripts.deploy_files import compose_config
+from scripts.deploy_tools import REPO_ROOT, find_tool
 
 ROOT_COMPOSE = REPO_ROOT / "compose.yaml"
 STACK_COMPOSE = REPO_ROOT / "docker" / "compose.yaml"
 HAPROXY_CFG = REPO_ROOT / "docker" / "haproxy.cfg"
 BASE_SERVICES = {"mosquitto", "processor", "gateway"}
 REPLICAS = {"gateway-replica-1", "gateway-replica-2"}
-
-
-def compose_config(compose_file: Path, *profiles: str) -> dict[str, Any]:
-    """`docker compose config` of one file, as JSON; fails with compose's own message."""
-    command = [str(find_tool("docker")), "compose", "-f", str(compose_file)]
-    for profile in profiles:
-        command += ["--profile", profile]
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "DOCKER_CONFIG": str(docker_config_dir()),
-    }
-    result = subprocess.run(
-        [*command, "config", "--format", "json"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, f"{' '.join(command)} config failed:\n{result.stderr}"
-    config: dict[str, Any] = json.loads(result.stdout)
-    return config
 
 
 def published_ports(service: dict[str, Any]) -> dict[int, int]:
@@ -175,3 +151,11 @@ def test_parse_duration() -> None:
     assert parse_duration("1m30s") == 90
     with pytest.raises(ValueError, match="not a compose duration"):
         parse_duration("15 seconds")
+
+
+def test_a_broken_compose_file_is_reported_with_compose_s_message(tmp_path: Path) -> None:
+    broken = tmp_path / "compose.yaml"
+    broken.write_text("services:\n  gateway:\n    image: x\n    ports: 8080\n")
+    with pytest.raises(ValueError, match="config failed") as error:
+        compose_config(broken)
+    assert "ports" in str(error.value)

@@ -4,54 +4,28 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import subprocess
 import sys
 import tomllib
-from dataclasses import dataclass
 from types import ModuleType
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from scripts.deploy_files import (
+    Instruction,
+    final_stage,
+    image_runtime,
+    parse_dockerfile,
+    runtime_environment,
+)
 from scripts.deploy_tools import REPO_ROOT, find_tool
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 LOCK_FILE = REPO_ROOT / "requirements.lock"
 IMAGE_EXTRAS = ("aws", "fast")
-
-
-@dataclass(frozen=True)
-class Instruction:
-    keyword: str
-    arguments: str
-
-
-def parse_dockerfile(text: str) -> list[Instruction]:
-    """Instructions in order, continuation lines joined, comments dropped."""
-    logical: list[str] = []
-    pending = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1].rstrip() + " "
-            continue
-        logical.append(pending + line)
-        pending = ""
-    instructions = []
-    for line in logical:
-        keyword, _, arguments = line.partition(" ")
-        instructions.append(Instruction(keyword.upper(), arguments.strip()))
-    return instructions
-
-
-def final_stage(instructions: list[Instruction]) -> list[Instruction]:
-    starts = [i for i, instruction in enumerate(instructions) if instruction.keyword == "FROM"]
-    return instructions[starts[-1] :]
 
 
 def load_healthcheck() -> ModuleType:
@@ -66,7 +40,17 @@ def load_healthcheck() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def runtime() -> list[Instruction]:
-    return final_stage(parse_dockerfile(DOCKERFILE.read_text()))
+    return image_runtime()
+
+
+def test_dockerfile_without_from_is_refused() -> None:
+    with pytest.raises(ValueError, match="no FROM"):
+        final_stage(parse_dockerfile("RUN true\n"))
+
+
+def test_env_in_the_legacy_space_form_is_refused() -> None:
+    with pytest.raises(ValueError, match="name=value"):
+        runtime_environment(parse_dockerfile("FROM a\nENV NAME value\n"))
 
 
 def test_parse_dockerfile_joins_continuations_and_drops_comments() -> None:
@@ -115,16 +99,6 @@ def test_runtime_exposes_8080_with_health_check_and_drains_on_sigterm(
     assert env["GATEWAY_PORT"] == "8080"
     # `docker stop` waits 10 s before SIGKILL: the drain must finish inside that.
     assert float(env["GATEWAY_SHUTDOWN_TIMEOUT"]) < 10
-
-
-def runtime_environment(runtime: list[Instruction]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for instruction in runtime:
-        if instruction.keyword == "ENV":
-            for pair in instruction.arguments.split():
-                name, _, value = pair.partition("=")
-                env[name] = value
-    return env
 
 
 def test_everything_the_dockerfile_copies_exists_and_is_not_ignored() -> None:
