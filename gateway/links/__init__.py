@@ -14,25 +14,23 @@ def build_link(settings: Settings, metrics: Metrics, gateway_id: str) -> Link:
         return _build_crt_link(settings, metrics, gateway_id)
     if settings.link_mode is LinkMode.PER_CP:
         return PerCpLink(settings, metrics, gateway_id)
-    if settings.link_mode is LinkMode.SHARED:
-        return SharedLink(settings, metrics, gateway_id)
-    raise ValueError(f"unknown link mode {settings.link_mode!r}")
+    from gateway.links.shared_aiomqtt import AiomqttTransport
+
+    return SharedLink(settings, metrics, gateway_id, AiomqttTransport)
 
 
 def _build_crt_link(settings: Settings, metrics: Metrics, gateway_id: str) -> Link:
-    if settings.link_mode is not LinkMode.PER_CP:
-        raise LinkMisconfigured(
-            "GATEWAY_LINK_IMPL=awscrt runs one client per charge point: "
-            "set GATEWAY_LINK_MODE=per-cp or GATEWAY_LINK_IMPL=aiomqtt"
-        )
-    try:
-        from gateway.links.crt_link import CrtLink  # the `aws` extra: awsiotsdk and awscrt
+    try:  # the `aws` extra: awsiotsdk and awscrt
+        from gateway.links.crt_link import CrtLink
+        from gateway.links.shared_crt import CrtTransport
     except ImportError as exc:
         raise LinkMisconfigured(
             f"GATEWAY_LINK_IMPL=awscrt needs the AWS IoT Device SDK ({exc.name} is missing): "
             "pip install 'ocpp-mqtt-gateway[aws]'"
         ) from None
-    return CrtLink(settings, metrics, gateway_id)
+    if settings.link_mode is LinkMode.PER_CP:
+        return CrtLink(settings, metrics, gateway_id)
+    return SharedLink(settings, metrics, gateway_id, CrtTransport)
 
 
 __all__ = [

@@ -209,8 +209,12 @@ class CrtClientFactory:
             ),
             # Paces each client to IoT Core's 100 publishes/s per connection (IoT Core discards
             # the excess, e.g. when a CP flushes its offline queue); costs up to ~10 ms a publish.
+            # AWS IoT Core's limits (e.g. 100 publishes/s per connection) throttle the client
+            # itself; applied only where the broker is AWS IoT Core.
             extended_validation_and_flow_control_options=(
                 mqtt5.ExtendedValidationAndFlowControlOptions.AWS_IOT_CORE_DEFAULTS
+                if region_of_iot_endpoint(self.endpoint.host) is not None
+                else mqtt5.ExtendedValidationAndFlowControlOptions.NONE
             ),
             # A publish while disconnected fails at once; the channel holds and retries it.
             offline_queue_behavior=mqtt5.ClientOperationQueueBehaviorType.FAIL_ALL_ON_DISCONNECT,

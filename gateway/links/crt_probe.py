@@ -91,7 +91,7 @@ class CrtProbe:
             log.warning("broker.lost", error=describe_crt_error(error))
         self._set_ready(False)
 
-    def message(self, client: CrtClient, payload: bytes) -> None:
+    def message(self, client: CrtClient, topic: str, payload: bytes) -> None:
         pass  # the probe subscribes to nothing
 
     # ------------------------------------------------------------------------------------

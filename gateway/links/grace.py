@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-
-import aiomqtt
-from paho.mqtt.properties import Properties
+from collections.abc import Awaitable, Callable
 
 from gateway.links.base import BrokerUnavailable
 
@@ -15,16 +12,13 @@ RETRY_PAUSE = 0.05
 
 
 async def publish_within_grace(
-    current_client: Callable[[], aiomqtt.Client | None],
+    send: Callable[[], Awaitable[None]],
     connected: asyncio.Event,
     ended: asyncio.Event,
-    topic: str,
-    payload: bytes,
-    qos: int,
-    properties: Properties,
     grace: float,
+    retry_on: tuple[type[Exception], ...],
 ) -> None:
-    """Publish once the link is up, retrying the same frame until `grace` seconds have passed.
+    """Send once the link is up, retrying the same frame until `grace` seconds have passed.
 
     A retry after a lost connection may deliver the frame twice: QoS 1 is at-least-once.
     """
@@ -32,17 +26,16 @@ async def publish_within_grace(
     while True:
         if ended.is_set():
             raise BrokerUnavailable("the broker channel has ended")
-        client = current_client()
-        if client is None or not connected.is_set():
+        if not connected.is_set():
             await wait_for_either(connected, ended, deadline)
             continue
         try:
-            await client.publish(topic, payload, qos=qos, properties=properties)
+            await send()
             return
-        except aiomqtt.MqttError as exc:
+        except retry_on as exc:
             if time.monotonic() >= deadline:
-                raise BrokerUnavailable(f"cannot publish to {topic}: {exc}") from exc
-            # The reader notices a lost connection within milliseconds and reconnects.
+                raise BrokerUnavailable(f"cannot publish: {exc}") from exc
+            # The link notices a lost connection within milliseconds and reconnects.
             await asyncio.sleep(RETRY_PAUSE)
 
 

@@ -148,14 +148,18 @@ class PerCpChannel:
 
     async def publish(self, frame: bytes) -> None:
         await publish_within_grace(
-            lambda: self._client,
+            lambda: self._publish_now(frame),
             self._connected,
             self._ended,
-            self._in_topic,
-            frame,
-            self._settings.qos,
-            self._publish_properties,
             self._settings.broker_grace,
+            (aiomqtt.MqttError,),
+        )
+
+    async def _publish_now(self, frame: bytes) -> None:
+        client = self._client
+        assert client is not None
+        await client.publish(
+            self._in_topic, frame, qos=self._settings.qos, properties=self._publish_properties
         )
 
     async def _read_loop(self) -> None:

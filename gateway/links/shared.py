@@ -20,26 +20,21 @@ import json
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit
 
-import aiomqtt
 import structlog
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from gateway.backoff import backoff_delays
 from gateway.links.base import BrokerUnavailable, Channel, Deliver, LinkLost, OnLost
-from gateway.links.broker_url import parse_broker_url
 from gateway.links.grace import publish_within_grace
-from gateway.links.mqtt_common import make_client, subprotocol_property
 from gateway.observability import Metrics
 from gateway.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 SUBSCRIBE_BATCH = 500
-# Ask the broker to keep many QoS 1 messages in flight: one connection carries every CP.
-MAX_INFLIGHT = 65535
 
 
 @dataclass(frozen=True, order=True)
@@ -64,43 +59,76 @@ def decode_claim(payload: bytes) -> Claim | None:
         return None
 
 
+class SharedTransport(Protocol):
+    """One broker connection for the whole gateway; it reconnects by itself.
+
+    It reports to its `TransportEvents` from the asyncio loop: `transport_up` once connected
+    (awaited before the link is ready, so subscriptions are restored first), `transport_down`
+    when the connection drops, and `transport_message` for every message received.
+    """
+
+    errors: tuple[type[Exception], ...]
+
+    def start(self) -> None: ...
+
+    async def subscribe(self, topics: list[str]) -> None: ...
+
+    async def unsubscribe(self, topics: list[str]) -> None: ...
+
+    async def publish(self, topic: str, payload: bytes, subprotocol: str | None) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class TransportEvents(Protocol):
+    async def transport_up(self, reconnected: bool) -> None: ...
+
+    def transport_down(self) -> None: ...
+
+    def transport_message(self, topic: str, payload: bytes) -> None: ...
+
+
+TransportFactory = Callable[[Settings, str, TransportEvents], SharedTransport]
+
+
 class SharedLink:
-    def __init__(self, settings: Settings, metrics: Metrics, gateway_id: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        gateway_id: str,
+        transport: TransportFactory,
+    ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._gateway_id = gateway_id
-        self._address = parse_broker_url(settings.mqtt_url)
         self._by_out_topic: dict[str, SharedChannel] = {}
         self._by_claim_topic: dict[str, SharedChannel] = {}
-        self._client: aiomqtt.Client | None = None
-        self._connected = asyncio.Event()
-        self._never_ended = asyncio.Event()
-        self._supervisor: asyncio.Task[None] | None = None
+        self._transport = transport(settings, f"ocpp-gateway-{gateway_id}", self)
+        self.connected = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._grace_timer: asyncio.TimerHandle | None = None
 
     @property
     def ready(self) -> bool:
-        return self._connected.is_set()
+        return self.connected.is_set()
 
     @property
-    def client(self) -> aiomqtt.Client | None:
-        return self._client if self._connected.is_set() else None
+    def transport(self) -> SharedTransport:
+        return self._transport
 
     async def start(self) -> None:
-        self._supervisor = asyncio.create_task(self._supervise(), name="shared-link")
+        self._transport.start()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), self._settings.mqtt_timeout)
+            await asyncio.wait_for(self.connected.wait(), self._settings.mqtt_timeout)
         if not self.ready:
-            log.warning("broker.unreachable", host=self._address.host, port=self._address.port)
+            log.warning("broker.unreachable", url=_without_credentials(self._settings.mqtt_url))
 
     async def open_channel(
         self, cp_id: str, subprotocol: str, deliver: Deliver, on_lost: OnLost
     ) -> Channel:
-        client = self.client
-        if client is None:
+        if not self.ready:
             raise BrokerUnavailable("the gateway is not connected to the broker")
-        settings = self._settings
         channel = SharedChannel(
             self,
             cp_id,
@@ -112,23 +140,19 @@ class SharedLink:
         self._by_out_topic[channel.out_topic] = channel
         self._by_claim_topic[channel.claim_topic] = channel
         try:
-            await client.subscribe(
-                [(channel.out_topic, settings.qos), (channel.claim_topic, settings.qos)]
-            )
-            await client.publish(channel.claim_topic, channel.claim.encode(), qos=settings.qos)
-        except aiomqtt.MqttError as exc:
+            await self._transport.subscribe([channel.out_topic, channel.claim_topic])
+            await self._transport.publish(channel.claim_topic, channel.claim.encode(), None)
+        except self._transport.errors as exc:
             self._forget(channel)
             raise BrokerUnavailable(f"cannot subscribe for {cp_id}: {exc}") from exc
         return channel
 
     async def release(self, channel: SharedChannel) -> None:
         """Unsubscribe for a closed channel, unless a newer channel of the same CP took over."""
-        if not self._forget(channel):
+        if not self._forget(channel) or not self.ready:
             return
-        client = self.client
-        if client is not None:
-            with contextlib.suppress(aiomqtt.MqttError):
-                await client.unsubscribe([channel.out_topic, channel.claim_topic])
+        with contextlib.suppress(*self._transport.errors):
+            await self._transport.unsubscribe([channel.out_topic, channel.claim_topic])
 
     def _forget(self, channel: SharedChannel) -> bool:
         if self._by_out_topic.get(channel.out_topic) is not channel:
@@ -144,99 +168,53 @@ class SharedLink:
         task.add_done_callback(self._background.discard)
 
     async def _publish_claim(self, channel: SharedChannel) -> None:
-        client = self.client
-        if client is not None:
-            with contextlib.suppress(aiomqtt.MqttError):
-                await client.publish(
-                    channel.claim_topic, channel.claim.encode(), qos=self._settings.qos
-                )
+        if self.ready:
+            with contextlib.suppress(*self._transport.errors):
+                await self._transport.publish(channel.claim_topic, channel.claim.encode(), None)
 
     async def close(self) -> None:
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+        await self._transport.close()
         if self._grace_timer is not None:
             self._grace_timer.cancel()
 
-    # -- the connection ---------------------------------------------------------------
+    # -- transport events, on the asyncio loop --------------------------------------------
 
-    async def _supervise(self) -> None:
-        delays = backoff_delays(initial=0.1, maximum=5.0)
-        first = True
-        while True:
-            client = self._new_client(clean_start=first)
-            try:
-                async with client:
-                    await self._resubscribe(client)
-                    self._set_connected(client, reconnected=not first)
-                    first = False
-                    delays = backoff_delays(initial=0.1, maximum=5.0)
-                    await self._read(client)
-            except aiomqtt.MqttError as exc:
-                if self.ready:
-                    log.warning("broker.lost", error=str(exc), channels=len(self._by_out_topic))
-            finally:
-                self._set_disconnected()
-            await asyncio.sleep(next(delays))
-
-    def _new_client(self, clean_start: bool) -> aiomqtt.Client:
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        # Keep the broker session through a short outage so /out messages wait for us.
-        properties.SessionExpiryInterval = int(self._settings.broker_grace)
-        properties.ReceiveMaximum = MAX_INFLIGHT
-        return make_client(
-            self._address,
-            f"ocpp-gateway-{self._gateway_id}",
-            self._settings.mqtt_timeout,
-            self._settings.mqtt_keepalive,
-            clean_start=clean_start,
-            properties=properties,
-            max_inflight_messages=MAX_INFLIGHT,
-        )
-
-    async def _resubscribe(self, client: aiomqtt.Client) -> None:
+    async def transport_up(self, reconnected: bool) -> None:
         topics = [
-            (topic, self._settings.qos)
+            topic
             for channel in list(self._by_out_topic.values())
             for topic in (channel.out_topic, channel.claim_topic)
         ]
         for start in range(0, len(topics), SUBSCRIBE_BATCH):
-            await client.subscribe(topics[start : start + SUBSCRIBE_BATCH])
+            await self._transport.subscribe(topics[start : start + SUBSCRIBE_BATCH])
         if topics:
             log.info("broker.resubscribed", channels=len(topics) // 2)
-
-    async def _read(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            topic = message.topic.value
-            payload = message.payload
-            if not isinstance(payload, bytes):
-                continue
-            channel = self._by_out_topic.get(topic)
-            if channel is not None:
-                channel.enqueue(payload)
-                continue
-            claimant = self._by_claim_topic.get(topic)
-            if claimant is not None:
-                claimant.consider(decode_claim(payload))
-
-    def _set_connected(self, client: aiomqtt.Client, reconnected: bool) -> None:
-        if reconnected:
-            self._metrics.link_reconnects.inc()
         if self._grace_timer is not None:
             self._grace_timer.cancel()
             self._grace_timer = None
-        self._client = client
-        self._connected.set()
+        if reconnected:
+            self._metrics.link_reconnects.inc()
+        self.connected.set()
         self._metrics.link_ready.set(1)
-        log.info("broker.reachable", host=self._address.host, port=self._address.port)
+        log.info("broker.reachable", url=_without_credentials(self._settings.mqtt_url))
 
-    def _set_disconnected(self) -> None:
-        self._connected.clear()
+    def transport_down(self) -> None:
+        if self.ready:
+            log.warning("broker.lost", channels=len(self._by_out_topic))
+        self.connected.clear()
         self._metrics.link_ready.set(0)
         if self._grace_timer is None and self._by_out_topic:
             loop = asyncio.get_running_loop()
             self._grace_timer = loop.call_later(self._settings.broker_grace, self._grace_expired)
+
+    def transport_message(self, topic: str, payload: bytes) -> None:
+        channel = self._by_out_topic.get(topic)
+        if channel is not None:
+            channel.enqueue(payload)
+            return
+        claimant = self._by_claim_topic.get(topic)
+        if claimant is not None:
+            claimant.consider(decode_claim(payload))
 
     def _grace_expired(self) -> None:
         self._grace_timer = None
@@ -268,21 +246,19 @@ class SharedChannel:
         self.in_topic = settings.topic_in.format(cp_id=cp_id)
         self.out_topic = settings.topic_out.format(cp_id=cp_id)
         self.claim_topic = settings.topic_claim.format(cp_id=cp_id)
-        self._properties = subprotocol_property(subprotocol)
+        self._subprotocol = subprotocol
         self._pending: deque[bytes] = deque()
         self._sender: asyncio.Task[None] | None = None
         self._ended = asyncio.Event()
 
     async def publish(self, frame: bytes) -> None:
+        transport = self._link.transport
         await publish_within_grace(
-            lambda: self._link.client,
-            self._link._connected,
+            lambda: transport.publish(self.in_topic, frame, self._subprotocol),
+            self._link.connected,
             self._ended,
-            self.in_topic,
-            frame,
-            self._settings.qos,
-            self._properties,
             self._settings.broker_grace,
+            transport.errors,
         )
 
     def enqueue(self, payload: bytes) -> None:
@@ -330,3 +306,8 @@ class SharedChannel:
                 await asyncio.wait_for(asyncio.shield(sender), 1.0)
             sender.cancel()
         await self._link.release(self)
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port}" if parts.hostname else url

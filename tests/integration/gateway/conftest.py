@@ -2,10 +2,16 @@ from __future__ import annotations
 
 import pytest
 
+LINKS = [("per-cp", "aiomqtt"), ("shared", "aiomqtt"), ("shared", "awscrt")]
 
-@pytest.fixture(params=["per-cp", "shared"], autouse=True)
-def link_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every gateway test runs with both broker links (in-process and subprocess gateways)."""
-    mode = str(request.param)
+
+@pytest.fixture(params=LINKS, ids=["-".join(link) for link in LINKS], autouse=True)
+def link(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """Every gateway test runs with each broker link (in-process and subprocess gateways).
+
+    The per-CP awscrt link has its own behaviour suite (tests/integration/test_links_*).
+    """
+    mode, impl = request.param
     monkeypatch.setenv("GATEWAY_LINK_MODE", mode)
-    return mode
+    monkeypatch.setenv("GATEWAY_LINK_IMPL", impl)
+    return mode, impl
