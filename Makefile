@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: help venv install run test test-fast lint typecheck format clean bench bench-quick
+.PHONY: help venv install run test test-fast lint typecheck format clean bench bench-quick bench-simulator bench-registry
 
 help:
 	@echo "make run        local stack: mosquitto + processor + gateway on ws://localhost:8080"
@@ -11,6 +11,7 @@ help:
 	@echo "make test-fast  unit tests only"
 	@echo "make lint       ruff + mypy"
 	@echo "make bench      gateway benchmark: both link modes against the ceilings"
+	@echo "make bench-simulator  fleet ceiling against a local echo CSMS (~2 min)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +49,12 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python -m bench.run --cps 200 --duration 8 --idle-cps 2000 --idle-hold 10
+
+bench-simulator: install
+	$(BIN)/python bench/simulator_ceiling.py
+
+bench-registry: install
+	$(BIN)/python scripts/bench_registry.py
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .run *.egg-info
