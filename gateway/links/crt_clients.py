@@ -207,10 +207,8 @@ class CrtClientFactory:
                 if rejoin
                 else mqtt5.ClientSessionBehaviorType.CLEAN
             ),
-            # Paces each client to IoT Core's 100 publishes/s per connection (IoT Core discards
+            # On AWS IoT Core, pace each client to its 100 publishes/s per connection (it discards
             # the excess, e.g. when a CP flushes its offline queue); costs up to ~10 ms a publish.
-            # AWS IoT Core's limits (e.g. 100 publishes/s per connection) throttle the client
-            # itself; applied only where the broker is AWS IoT Core.
             extended_validation_and_flow_control_options=(
                 mqtt5.ExtendedValidationAndFlowControlOptions.AWS_IOT_CORE_DEFAULTS
                 if region_of_iot_endpoint(self.endpoint.host) is not None
