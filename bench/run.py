@@ -31,6 +31,7 @@ from tests.support.ports import free_port, wait_for_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+IDLE_SETTLE = 8.0
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,7 @@ def idle_run(args: argparse.Namespace, url: str, port: int, pid: int, name: str)
             connected_after = time.monotonic() - started
             break
         time.sleep(0.2)
+    time.sleep(IDLE_SETTLE)  # let the boots and first heartbeats pass
     settled = usage_of(pid)
     time.sleep(args.idle_hold)
     held = usage_of(pid)
