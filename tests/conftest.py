@@ -25,9 +25,13 @@ def private_broker() -> Iterator[MosquittoProcess]:
 
 
 @pytest.fixture(scope="session")
-def stack(broker: MosquittoProcess) -> Iterator[LocalStack]:
-    """The local stack (processor and gateway processes, file registry with CP1) on `broker`."""
-    local = LocalStack(broker)
+def stack() -> Iterator[LocalStack]:
+    """The local stack: a broker of its own, processor and gateway processes, and a file
+    registry with CP1. Its processor answers every call on its broker, so the stack never
+    shares the session's `broker` with tests that play the CSMS themselves."""
+    own_broker = start_broker()
+    local = LocalStack(own_broker)
     local.start()
     yield local
     local.stop()
+    own_broker.stop()
