@@ -25,7 +25,8 @@ class Deployment:
     outputs: dict[str, Any]
 
     def client(self, service: str) -> Any:
-        return boto3.client(
+        session = boto3.session.Session()
+        return session.client(  # type: ignore[call-overload]
             service,
             endpoint_url=self.endpoint,
             region_name=tf_moto.REGION,

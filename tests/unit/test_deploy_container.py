@@ -120,7 +120,7 @@ def test_everything_the_dockerfile_copies_exists_and_is_not_ignored() -> None:
 
 
 def locked_versions(text: str) -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         if not line:
@@ -128,7 +128,7 @@ def locked_versions(text: str) -> dict[str, str]:
         name, separator, version = line.partition("==")
         if not separator:
             raise ValueError(f"requirements.lock: {line!r} is not pinned with ==")
-        pins[canonicalize_name(name)] = version
+        pins[str(canonicalize_name(name))] = version
     return pins
 
 
