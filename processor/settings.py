@@ -34,6 +34,9 @@ class Settings(BaseSettings):
         ge=1,
         description="answers published but not yet acknowledged before reading waits",
     )
+    tcp_nodelay: bool = Field(
+        default=True, description="send each packet at once (low latency) instead of coalescing"
+    )
     reconnect_max_delay: float = Field(default=5.0, gt=0)
     shutdown_timeout: float = Field(default=5.0, ge=0)
 

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -72,6 +73,7 @@ async def measure(broker_url: str, calls: int, cps: int, window: int) -> dict[st
         protocol=aiomqtt.ProtocolVersion.V5,
         timeout=30,
         max_inflight_messages=window,
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
     client.pending_calls_threshold = window + 10
     properties = subprotocol_property("ocpp2.0.1")
