@@ -4,16 +4,22 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.mosquitto import MosquittoProcess, start_broker
+from tests.support.mosquitto import (
+    MosquittoContainer,
+    MosquittoProcess,
+    start_broker,
+    start_session_broker,
+)
 from tests.support.stack import LocalStack
 
 
 @pytest.fixture(scope="session")
-def broker() -> Iterator[MosquittoProcess]:
-    """One Mosquitto for the whole test session, on a free port, with its own config."""
-    process = start_broker()
-    yield process
-    process.stop()
+def broker() -> Iterator[MosquittoProcess | MosquittoContainer]:
+    """One Mosquitto for the whole test session: testcontainers' where a Docker engine
+    answers, else the `mosquitto` binary on a free port with its own config."""
+    session_broker = start_session_broker()
+    yield session_broker
+    session_broker.stop()
 
 
 @pytest.fixture

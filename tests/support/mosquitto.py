@@ -115,26 +115,34 @@ class MosquittoProcess:
         self.start()
 
 
-@dataclass
 class MosquittoContainer:
-    """testcontainers' Mosquitto, used where a Docker engine is available."""
+    """testcontainers' Mosquitto, used for the session broker where a Docker engine answers.
 
-    container: object
-    host: str
-    port: int
+    It cannot be stopped and started again in place; tests that restart the broker use a
+    `MosquittoProcess` of their own.
+    """
+
+    def __init__(self) -> None:
+        from testcontainers.community.mqtt import MosquittoContainer as Container
+
+        self._container = Container()
+        self._container.start()
+        self.host = self._container.get_container_host_ip()
+        self.port = int(self._container.get_exposed_port(Container.MQTT_PORT))
 
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
 
     def stop(self) -> None:
-        self.container.stop()  # type: ignore[attr-defined]
+        self._container.stop()
 
-    def start(self) -> None:
-        raise RuntimeError("restarting a containerised broker is not supported; use the process")
 
-    def restart(self) -> None:
-        self.start()
+def start_session_broker() -> MosquittoProcess | MosquittoContainer:
+    """testcontainers' Mosquitto where a Docker engine answers, else the local binary."""
+    if docker_engine_available():
+        return MosquittoContainer()
+    return start_broker()
 
 
 def start_broker(extra_config: list[str] | None = None) -> MosquittoProcess:
