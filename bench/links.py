@@ -6,6 +6,7 @@ link. No WebSockets are involved: this is the link alone.
 
     python -m bench.links --channels 2000 --links aiomqtt-plain,aiomqtt-mtls,awscrt-mtls
     python -m bench.links --tls-contexts 2000   # shared TLS context vs one per client (SDK builder)
+    python -m bench.links --one-at-a-time 20     # latency of one CP: open, then one publish
 
 Needs the `mosquitto` binary and the test extras (it borrows the test suite's broker and CA).
 """
@@ -90,6 +91,37 @@ async def measure(name: str, broker: TlsBroker, channels: int, concurrency: int)
     )
 
 
+async def one_at_a_time(name: str, broker: TlsBroker, count: int) -> str:
+    """Median latency of opening one channel (connect + SUBACK), then of one QoS 1 publish."""
+    link_under_test = link_setup(name, broker)
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        mqtt_url=link_under_test.url,
+        log_level="WARNING",
+        **link_under_test.settings,
+    )
+    link = build_link(settings, Metrics(), gateway_id=f"bench-{name}")
+    await link.start()
+
+    async def deliver(payload: bytes) -> None:
+        pass
+
+    opens, publishes = [], []
+    for n in range(count):
+        started = time.perf_counter()
+        channel = await link.open_channel(f"ONE{n:03d}", "ocpp2.0.1", deliver, print)
+        opened = time.perf_counter()
+        await channel.publish(b'[2,"1","Heartbeat",{}]')
+        publishes.append(time.perf_counter() - opened)
+        opens.append(opened - started)
+        await channel.close()
+    await link.close()
+    return (
+        f"{name:14} one CP at a time ({count}): open p50 {statistics.median(opens) * 1000:6.1f} ms,"
+        f" publish p50 {statistics.median(publishes) * 1000:5.2f} ms"
+    )
+
+
 def tls_context_cost(count: int, broker: TlsBroker) -> str:
     """CPU for `count` CRT clients: one shared TLS context, or one per client like the builders."""
     from awscrt import io, mqtt5
@@ -142,6 +174,7 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--links", default=",".join(LINKS))
     parser.add_argument("--tls-contexts", type=int, default=0, metavar="N")
+    parser.add_argument("--one-at-a-time", type=int, default=0, metavar="N")
     arguments = parser.parse_args()
     os.environ.update(STATIC_AWS_CREDENTIALS)
     pki = make_pki()
@@ -151,9 +184,11 @@ async def main() -> None:
             print(tls_context_cost(arguments.tls_contexts, broker), flush=True)
             return
         for name in arguments.links.split(","):
-            print(
-                await measure(name, broker, arguments.channels, arguments.concurrency), flush=True
-            )
+            if arguments.one_at_a_time:
+                line = await one_at_a_time(name, broker, arguments.one_at_a_time)
+            else:
+                line = await measure(name, broker, arguments.channels, arguments.concurrency)
+            print(line, flush=True)
     finally:
         broker.stop()
         shutil.rmtree(pki.directory, ignore_errors=True)
