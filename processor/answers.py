@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -171,7 +171,7 @@ def _answer_call(
             {"cause": type(exc).__name__},
         )
     payload = snake_to_camel_case(remove_nones(serialize_as_dict(handled.result)))
-    change = _combine(seen, handled.change)
+    change = replace(handled.change, seen_at=seen.seen_at, subprotocol=seen.subprotocol)
     return Outcome(
         Kind.CALL,
         subprotocol,
@@ -179,17 +179,6 @@ def _answer_call(
         change=change,
         message_id=request.message_id,
         action=request.action,
-    )
-
-
-def _combine(seen: StateChange, handled: StateChange) -> StateChange:
-    return StateChange(
-        seen_at=seen.seen_at,
-        subprotocol=seen.subprotocol,
-        boot=handled.boot,
-        heartbeat_at=handled.heartbeat_at,
-        connector=handled.connector,
-        transaction=handled.transaction,
     )
 
 

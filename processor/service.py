@@ -45,8 +45,8 @@ def utc_now() -> datetime:
 
 
 def default_client_id() -> str:
-    # Unique per process: a restarted processor must not count as the publisher of the retained
-    # state documents it wrote before (the "no local" option would hide them from it).
+    # Unique per process: two replicas with one id would take each other's session over, and a
+    # broker applying "no local" to retained messages would hide a restarted processor's documents.
     return f"ocpp-processor-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
