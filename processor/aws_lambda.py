@@ -123,6 +123,8 @@ class CsmsOnAws:
                     "record.failed",
                     sqs_message_id=message_id,
                     error=f"{type(exc).__name__}: {exc}",
+                    # AWS errors (throttling, network) are expected; anything else is a bug.
+                    exc_info=not _is_aws_error(exc),
                 )
                 failures.append({"itemIdentifier": message_id})
         return {"batchItemFailures": failures}
@@ -226,6 +228,10 @@ def _error_code(error: Exception) -> str | None:
         code = response.get("Error", {}).get("Code")
         return code if isinstance(code, str) else None
     return None
+
+
+def _is_aws_error(error: Exception) -> bool:
+    return type(error).__module__.startswith("botocore") or isinstance(error, VersionConflict)
 
 
 def _log_outcome(cp_id: str, outcome: Outcome, sqs_message_id: object) -> None:
