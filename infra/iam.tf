@@ -27,6 +27,9 @@ resource "aws_iam_role_policy_attachment" "execution" {
 }
 
 locals {
+  shared_link  = lookup(local.gateway_environment, "GATEWAY_LINK_MODE", "per-cp") == "shared"
+  claim_topics = replace(lookup(local.gateway_environment, "GATEWAY_TOPIC_CLAIM", "ocpp-gateway/claims/{cp_id}"), "{cp_id}", "*")
+
   secret_arns    = [for arn in values(var.secrets) : arn if can(regex(":secretsmanager:", arn))]
   parameter_arns = [for arn in values(var.secrets) : arn if can(regex(":ssm:", arn))]
 }
@@ -89,6 +92,25 @@ data "aws_iam_policy_document" "gateway_iot" {
     sid       = "SubscribeToAnswers"
     actions   = ["iot:Subscribe"]
     resources = ["${local.iot_arn_prefix}:topicfilter/*/out"]
+  }
+
+  # GATEWAY_LINK_MODE=shared: replicas announce which one holds a CP on the claim topics.
+  dynamic "statement" {
+    for_each = local.shared_link ? [1] : []
+    content {
+      sid       = "ClaimChargePoints"
+      actions   = ["iot:Publish", "iot:Receive"]
+      resources = ["${local.iot_arn_prefix}:topic/${local.claim_topics}"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = local.shared_link ? [1] : []
+    content {
+      sid       = "WatchClaims"
+      actions   = ["iot:Subscribe"]
+      resources = ["${local.iot_arn_prefix}:topicfilter/${local.claim_topics}"]
+    }
   }
 }
 

@@ -190,6 +190,10 @@ run "cpu_target_tracking_defaults_to_60_percent" {
     error_message = "default CPU target must be 60%"
   }
   assert {
+    condition     = [for s in data.aws_iam_policy_document.gateway_iot.statement : s.sid] == ["ConnectAsChargePoints", "PublishChargePointFrames", "ReceiveAnswers", "SubscribeToAnswers"]
+    error_message = "the per-CP link needs exactly these four IoT permissions"
+  }
+  assert {
     condition     = aws_appautoscaling_target.gateway.min_capacity == 1 && aws_appautoscaling_target.gateway.max_capacity == 10
     error_message = "default capacity must be 1 to 10 tasks"
   }
@@ -230,6 +234,10 @@ run "scaling_settings_follow_the_variables" {
   assert {
     condition     = length(aws_iam_role_policy.execution_secrets) == 1
     error_message = "the execution role must be allowed to read the secrets"
+  }
+  assert {
+    condition     = contains([for s in data.aws_iam_policy_document.gateway_iot.statement : s.sid], "ClaimChargePoints")
+    error_message = "the shared link needs the claim topics"
   }
 }
 
