@@ -11,6 +11,7 @@ import asyncio
 import gc
 import json
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -19,11 +20,12 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from awscrt import io as awscrt_io
 from awscrt.exceptions import AwsCrtError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.links import LinkLost, build_link
+from gateway.links import LinkLost, build_link, tls
 from gateway.links.crt_clients import SESSION_TAKEN_OVER
 from gateway.links.crt_link import CrtChannel
 from gateway.observability import Metrics
@@ -324,3 +326,39 @@ async def test_closed_channels_are_freed(link: LinkUnderTest) -> None:
             break
         await asyncio.sleep(0.05)  # the CRT releases a stopped client on its own thread
     assert [ref() for ref in freed] == [None] * 20
+
+
+@pytest.mark.parametrize("name", TLS_LINKS)
+async def test_one_tls_context_per_link(
+    name: str, tls_broker: TlsBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thousands of per-CP clients share the link's TLS context: building one costs ms of CPU."""
+    built: list[object] = []
+    python_context, crt_context = tls.ssl_context, awscrt_io.ClientTlsContext
+
+    def count_python(material: tls.TlsMaterial) -> ssl.SSLContext:
+        built.append(material)
+        return python_context(material)
+
+    class CountedCrtContext(crt_context):  # type: ignore[misc, valid-type]
+        def __init__(self, options: object) -> None:
+            built.append(options)
+            super().__init__(options)
+
+    monkeypatch.setattr(tls, "ssl_context", count_python)
+    monkeypatch.setattr(awscrt_io, "ClientTlsContext", CountedCrtContext)
+    link = link_setup(name, tls_broker)
+    settings = Settings(_env_file=None, mqtt_url=link.url, **link.settings)  # type: ignore[call-arg]
+    gateway_link = build_link(settings, Metrics(), "gw-test")
+    await gateway_link.start()
+
+    async def deliver(payload: bytes) -> None:
+        pass
+
+    channels = [
+        await gateway_link.open_channel(f"CTX{n}", "ocpp2.0.1", deliver, print) for n in range(5)
+    ]
+    for channel in channels:
+        await channel.close()
+    await gateway_link.close()
+    assert len(built) == 1
