@@ -40,7 +40,7 @@ def rss_mib() -> float:
 
 async def measure(name: str, broker: TlsBroker, channels: int, concurrency: int) -> str:
     link_under_test = link_setup(name, broker)
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         _env_file=None,
         mqtt_url=link_under_test.url,
         mqtt_timeout=30,
@@ -94,7 +94,7 @@ async def measure(name: str, broker: TlsBroker, channels: int, concurrency: int)
 async def one_at_a_time(name: str, broker: TlsBroker, count: int) -> str:
     """Median latency of opening one channel (connect + SUBACK), then of one QoS 1 publish."""
     link_under_test = link_setup(name, broker)
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         _env_file=None,
         mqtt_url=link_under_test.url,
         log_level="WARNING",

@@ -279,9 +279,7 @@ async def test_awscrt_gives_the_cp_up_at_once_on_session_taken_over(
 ) -> None:
     """AWS IoT Core says "session taken over" (0x8E); Mosquitto 2.0 cannot, so the CRT's report
     is played here: the channel must end without asking the probe and never reconnect."""
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, mqtt_url=tls_broker.plain_url, link_impl="awscrt"
-    )
+    settings = Settings(_env_file=None, mqtt_url=tls_broker.plain_url, link_impl="awscrt")
     link = build_link(settings, Metrics(), "gw-test")
     await link.start()
     lost: list[LinkLost] = []
@@ -305,7 +303,7 @@ async def test_awscrt_gives_the_cp_up_at_once_on_session_taken_over(
 
 async def test_closed_channels_are_freed(link: LinkUnderTest) -> None:
     """The CRT keeps its callbacks until its client is gone: nothing may tie them in a loop."""
-    settings = Settings(_env_file=None, mqtt_url=link.url, **link.settings)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, mqtt_url=link.url, **link.settings)
     gateway_link = build_link(settings, Metrics(), "gw-test")
     await gateway_link.start()
 
@@ -348,7 +346,7 @@ async def test_one_tls_context_per_link(
     monkeypatch.setattr(tls, "ssl_context", count_python)
     monkeypatch.setattr(awscrt_io, "ClientTlsContext", CountedCrtContext)
     link = link_setup(name, tls_broker)
-    settings = Settings(_env_file=None, mqtt_url=link.url, **link.settings)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, mqtt_url=link.url, **link.settings)
     gateway_link = build_link(settings, Metrics(), "gw-test")
     await gateway_link.start()
 

@@ -73,7 +73,7 @@ class FailureEvents:
     def disconnected(self, client: CrtClient, reason_code: int | None, error: Exception) -> None:
         pass
 
-    def message(self, client: CrtClient, payload: bytes) -> None:
+    def message(self, client: CrtClient, topic: str, payload: bytes) -> None:
         pass
 
 
@@ -110,7 +110,7 @@ async def listener(pki: Pki) -> AsyncIterator[RecordingListener]:
 
 
 def sigv4_settings(pki: Pki, port: int, **values: Any) -> Settings:
-    return Settings(  # type: ignore[call-arg]
+    return Settings(
         _env_file=None,
         mqtt_url=f"mqtts://{BROKER_HOST}:{port}",
         link_impl="awscrt",

@@ -49,7 +49,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 def settings(**values: Any) -> Settings:
-    return Settings(_env_file=None, **{"link_impl": "awscrt", **values})  # type: ignore[arg-type]
+    return Settings(_env_file=None, **{"link_impl": "awscrt", **values})
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ def _no_ambient_broker_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def settings(**values: Any) -> Settings:
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 # -- settings -----------------------------------------------------------------------------
