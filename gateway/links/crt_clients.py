@@ -6,8 +6,8 @@ AWS IoT Device SDK's builders (`awsiot.mqtt5_client_builder.mtls_from_path`,
 `websockets_with_default_aws_signing`) would build a TLS context per client, about 5 ms of CPU
 each: ten seconds for 2,000 charge points reconnecting at once. The factory makes the builders'
 choices once instead: the device certificate, ALPN `x-amzn-mqtt-ca` (MQTT) or `http/1.1`
-(WebSockets) on port 443, AWS IoT Core's flow-control limits, the SDK metrics username off,
-and the builders' SigV4 signature of the WebSocket handshake.
+(WebSockets) on port 443, AWS IoT Core's flow-control limits (against IoT Core endpoints), the
+SDK metrics username off, and the builders' SigV4 signature of the WebSocket handshake.
 
 The CRT calls back on its own threads. Every event is handed to the asyncio loop with
 `loop.call_soon_threadsafe`; the one thing done on the CRT thread itself is stopping a client
