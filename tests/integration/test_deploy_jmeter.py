@@ -106,3 +106,34 @@ def test_assertions_fail_the_run_when_charge_points_are_refused(
     messages = " ".join(s["failureMessage"] for s in samples)
     assert "close 1008 Charge Point NOTREGISTERED000001 not registered as an IoT Thing" in messages
     assert "errors" in (env_out / "summary.txt").read_text()
+
+
+def test_jmeter_local_runs_the_plan_against_a_stack_of_its_own(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "JMETER_HOME": str(jmeter_home()),
+        "OUT_DIR": str(tmp_path),
+        "JMETER_HTML_REPORT": "0",
+        "JVM_ARGS": "-Xms128m -Xmx512m",
+    }
+    result = subprocess.run(
+        [str(REPO_ROOT / "scripts" / "jmeter_local.sh"), "-Jcps=3", "-Jheartbeats=1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=240,
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert "total: 13 samples, 0 errors" in (tmp_path / "summary.txt").read_text()
+
+
+def test_jmeter_local_refuses_a_host_of_the_caller_s_choice(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(REPO_ROOT / "scripts" / "jmeter_local.sh"), "-Jhost=10.0.0.1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "the local stack chooses host and port" in result.stderr
