@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import importlib.util
 import json
 import subprocess
 import sys
+import threading
 import tomllib
 from types import ModuleType
 
@@ -192,3 +194,30 @@ def test_healthcheck_exits_1_with_a_reason_when_the_port_is_bad() -> None:
     )
     assert result.returncode == 1
     assert "GATEWAY_PORT must be a port number" in result.stderr
+
+
+class _NotReady(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b'{"status": "not ready", "broker": "unreachable"}'
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_healthcheck_reports_a_gateway_that_is_not_ready() -> None:
+    healthcheck = load_healthcheck()
+    server = http.server.HTTPServer(("127.0.0.1", 0), _NotReady)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        healthy, detail = healthcheck.check(f"http://127.0.0.1:{server.server_port}/health")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert healthy is False
+    assert detail == '503 {"status": "not ready", "broker": "unreachable"}'
