@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: help venv install run test test-fast lint typecheck format clean bench bench-quick bench-simulator bench-registry
+.PHONY: help venv install run test test-fast lint typecheck format clean bench bench-quick bench-simulator bench-registry bench-links
 
 help:
 	@echo "make run        local stack: mosquitto + processor + gateway on ws://localhost:8080"
@@ -52,6 +52,9 @@ bench-quick: install
 
 bench-simulator: install
 	$(BIN)/python bench/simulator_ceiling.py
+
+bench-links: install
+	$(BIN)/python -m bench.links --channels 2000
 
 bench-registry: install
 	$(BIN)/python scripts/bench_registry.py

@@ -15,6 +15,7 @@ from gateway.links.base import BrokerUnavailable
 from gateway.links.broker_url import parse_broker_url
 from gateway.links.mqtt_common import make_client, subprotocol_property
 from gateway.links.shared import TransportEvents
+from gateway.links.tls import tls_context_for
 from gateway.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -31,6 +32,7 @@ class AiomqttTransport:
         self._client_id = client_id
         self._events = events
         self._address = parse_broker_url(settings.mqtt_url)
+        self._tls_context = tls_context_for(settings)
         self._client: aiomqtt.Client | None = None
         self._properties: dict[str, Properties] = {}
         self._supervisor: asyncio.Task[None] | None = None
@@ -69,6 +71,7 @@ class AiomqttTransport:
             self._client_id,
             self._settings.mqtt_timeout,
             self._settings.mqtt_keepalive,
+            tls_context=self._tls_context,
             clean_start=clean_start,
             properties=properties,
             max_inflight_messages=MAX_INFLIGHT,
