@@ -156,16 +156,22 @@ async def test_order_under_concurrency(broker: MosquittoProcess, csms: MqttPeer)
         async with connect(ws_url(gateway, cp_id), subprotocols=["ocpp2.0.1"]) as ws:
             for n in range(calls):
                 await ws.send(f'[2,"{n}","Heartbeat",{{}}]')
-            return [str(await asyncio.wait_for(ws.recv(), 30)) for _ in range(calls)]
+            return [str(await asyncio.wait_for(ws.recv(), 60)) for _ in range(calls)]
 
     async def answer_everything() -> dict[str, list[int]]:
         seen: dict[str, list[int]] = {cp_id: [] for cp_id in ids}
+        answers = []
         for _ in range(cp_count * calls):
-            received = await csms.next(timeout=30)
+            received = await csms.next(timeout=60)
             cp_id = received.topic.split("/")[0]
             message_id = json.loads(received.payload)[1]
             seen[cp_id].append(int(message_id))
-            await csms.publish(f"{cp_id}/out", f'[3,"{message_id}",{{}}]')
+            # Tasks start in creation order and hand their message to the client at once,
+            # so answers leave in order without waiting for each acknowledgement.
+            answers.append(
+                asyncio.create_task(csms.publish(f"{cp_id}/out", f'[3,"{message_id}",{{}}]'))
+            )
+        await asyncio.gather(*answers)
         return seen
 
     async with running_gateway(broker.url, registry_ids=ids) as gateway:
