@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 
 from gateway.links.crt_clients import CrtClient, CrtClientFactory, CrtLinkError, describe_crt_error
+from gateway.links.nodelay import disable_nagle_towards
 from gateway.links.shared import TransportEvents
 from gateway.settings import Settings
 
@@ -75,6 +76,7 @@ class CrtTransport:
     # -- client events, on the asyncio loop ----------------------------------------------
 
     def connected(self, client: CrtClient, rejoined: bool) -> None:
+        disable_nagle_towards(self._factory.endpoint.port)
         self._up = True
         self._reported_failure = None
         reconnected = self._connected_before
