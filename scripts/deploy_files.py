@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts.deploy_tools import REPO_ROOT, docker_config_dir, find_tool
+from scripts.deploy_tools import REPO_ROOT, MissingToolError, docker_config_dir, find_tool
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 ROOT_COMPOSE = REPO_ROOT / "compose.yaml"
@@ -70,8 +70,15 @@ def image_runtime() -> list[Instruction]:
 
 
 def compose_config(compose_file: Path = ROOT_COMPOSE, *profiles: str) -> dict[str, Any]:
-    """`docker compose config` of one file as JSON; raises with compose's own message."""
-    command = [str(find_tool("docker")), "compose", "-f", str(compose_file)]
+    """`docker compose config` of one file as JSON; raises with compose's own message.
+
+    Uses the docker CLI with the compose plugin from `.tools/docker`, or the same compose
+    binary standalone (`docker-compose`) where no docker CLI is installed."""
+    try:
+        compose = [str(find_tool("docker")), "compose"]
+    except MissingToolError:
+        compose = [str(find_tool("docker-compose"))]
+    command = [*compose, "-f", str(compose_file)]
     for profile in profiles:
         command += ["--profile", profile]
     env = {
