@@ -3,13 +3,14 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: help venv install run test test-fast lint typecheck format clean bench bench-quick bench-simulator bench-registry bench-links
+.PHONY: help venv install run test test-fast lint typecheck format clean bench bench-quick bench-simulator bench-registry bench-links lambda bench-processor
 
 help:
 	@echo "make run        local stack: mosquitto + processor + gateway on ws://localhost:8080"
 	@echo "make test       install what the tests need, then run the whole suite"
 	@echo "make test-fast  unit tests only"
 	@echo "make lint       ruff + mypy"
+	@echo "make lambda     build/processor-lambda.zip for the AWS Lambda (reproducible)"
 	@echo "make bench      gateway benchmark: both link modes against the ceilings"
 	@echo "make bench-simulator  fleet ceiling against a local echo CSMS (~2 min)"
 
@@ -52,6 +53,12 @@ bench-quick: install
 
 bench-simulator: install
 	$(BIN)/python bench/simulator_ceiling.py
+
+lambda: install
+	$(BIN)/python scripts/build_lambda.py
+
+bench-processor: install
+	$(BIN)/python scripts/bench_processor.py --calls 20000 --cps 200
 
 bench-links: install
 	$(BIN)/python -m bench.links --channels 2000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 from typing import Any
 
@@ -40,6 +41,8 @@ def make_client(
         timeout=timeout,
         keepalive=keepalive,
         tls_context=tls_context if address.tls else None,
+        # Nagle's algorithm would hold small MQTT packets back for up to 40 ms.
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         **options,
     )
     # Many QoS 1 publishes in flight is normal for a gateway; aiomqtt would warn on each one.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -46,7 +47,11 @@ class MqttPeer:
 async def mqtt_peer(broker_url: str, *subscriptions: str) -> AsyncIterator[MqttPeer]:
     address = parse_broker_url(broker_url)
     client = aiomqtt.Client(
-        address.host, address.port, protocol=aiomqtt.ProtocolVersion.V5, timeout=5
+        address.host,
+        address.port,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        timeout=5,
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
     async with client:
         peer = MqttPeer(client)
