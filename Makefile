@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: help venv install run test test-fast lint typecheck format clean bench bench-quick bench-simulator bench-registry bench-links lambda bench-processor
+.PHONY: help venv install run test test-fast lint typecheck format clean bench bench-quick bench-simulator bench-registry bench-links lambda bench-processor deploy-tools test-deploy jmeter tf-moto lock
 
 help:
 	@echo "make run        local stack: mosquitto + processor + gateway on ws://localhost:8080"
@@ -11,6 +11,8 @@ help:
 	@echo "make test-fast  unit tests only"
 	@echo "make lint       ruff + mypy"
 	@echo "make lambda     build/processor-lambda.zip for the AWS Lambda (reproducible)"
+	@echo "make jmeter     JMeter plan against a local stack (JMETER_ARGS=\"-Jcps=200\")"
+	@echo "make tf-moto    terraform apply/destroy of infra/ against moto_server"
 	@echo "make bench      gateway benchmark: both link modes against the ceilings"
 	@echo "make bench-simulator  fleet ceiling against a local echo CSMS (~2 min)"
 
@@ -28,6 +30,7 @@ run:
 
 test: install
 	./scripts/install-test-tools.sh
+	./scripts/install_deploy_tools.sh
 	$(BIN)/python -m pytest
 
 test-fast: install
@@ -65,6 +68,21 @@ bench-links: install
 
 bench-registry: install
 	$(BIN)/python scripts/bench_registry.py
+
+deploy-tools:
+	./scripts/install_deploy_tools.sh
+
+test-deploy: install deploy-tools
+	$(BIN)/python -m pytest tests/unit/test_deploy_*.py tests/integration/test_deploy_*.py
+
+jmeter: install deploy-tools
+	./scripts/jmeter_local.sh $(JMETER_ARGS)
+
+tf-moto: install
+	$(BIN)/python scripts/tf_moto.py apply
+
+lock:
+	./scripts/lock_requirements.sh
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .run *.egg-info
