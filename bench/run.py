@@ -105,8 +105,12 @@ def fleet(url: str, *extra: str) -> dict[str, Any]:
 
 
 def connections_of(port: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
-        return int(json.loads(response.read())["connections"])
+    """Connected CPs as the gateway reports them; -1 while it is too busy to answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+            return int(json.loads(response.read())["connections"])
+    except OSError:
+        return -1
 
 
 def ws_ceiling(args: argparse.Namespace) -> dict[str, Any]:
@@ -249,9 +253,9 @@ def idle_run(args: argparse.Namespace, url: str, port: int, pid: int, name: str)
         time.sleep(0.2)
     time.sleep(IDLE_SETTLE)  # let the boots and first heartbeats pass
     settled = usage_of(pid)
+    connections = connections_of(port)
     time.sleep(args.idle_hold)
     held = usage_of(pid)
-    connections = connections_of(port)
     holder.terminate()
     summary_text, _ = holder.communicate(timeout=60)
     return {

@@ -82,6 +82,9 @@ class Gateway:
             open_timeout=settings.open_timeout,
             close_timeout=settings.close_timeout,
             server_header=None,
+            # Thousands of CPs reconnect at once after an outage; the default backlog of 100
+            # drops their SYNs and makes them wait for TCP retransmits (1 s, 3 s, 7 s, ...).
+            backlog=settings.listen_backlog,
         )
         if settings.registry_revalidate_interval > 0:
             self._revalidation = asyncio.create_task(self._revalidate_forever())

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     close_timeout: float = 5.0
     shutdown_timeout: float = 10.0
     max_connections: int = Field(18000, description="beyond this, handshakes get HTTP 503")
+    listen_backlog: int = Field(
+        4096, ge=1, description="pending TCP connections the kernel queues (capped by somaxconn)"
+    )
 
     # Registry
     registry: RegistryBackend = RegistryBackend.FILE
