@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import structlog
 
@@ -282,7 +282,9 @@ def build_from_environment(environ: Mapping[str, str]) -> CsmsOnAws:
     if endpoint is not None and "://" not in endpoint:
         endpoint = f"https://{endpoint}"
     client = boto3.client("iot-data", region_name=environ.get("AWS_REGION"), endpoint_url=endpoint)
-    return CsmsOnAws(client, config)
+    # With boto3-stubs installed the client's methods take typed keywords, which a Protocol
+    # of `**kwargs: Any` methods does not match; the calls made are the documented ones.
+    return CsmsOnAws(cast(IotData, client), config)
 
 
 def configure_logging(level: str) -> None:
