@@ -31,6 +31,8 @@ def make_client(
     """An MQTT 5 client; `tls_context` is the link's shared one (default: the system's CAs)."""
     if address.tls and tls_context is None:
         tls_context = ssl.create_default_context()
+    # Nagle's algorithm would hold small MQTT packets back for up to 40 ms.
+    options.setdefault("socket_options", [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
     client = aiomqtt.Client(
         hostname=address.host,
         port=address.port,
@@ -41,8 +43,6 @@ def make_client(
         timeout=timeout,
         keepalive=keepalive,
         tls_context=tls_context if address.tls else None,
-        # Nagle's algorithm would hold small MQTT packets back for up to 40 ms.
-        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         **options,
     )
     # Many QoS 1 publishes in flight is normal for a gateway; aiomqtt would warn on each one.
