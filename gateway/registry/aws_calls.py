@@ -16,7 +16,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import boto3
 from botocore.client import BaseClient
@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError, NoRegionError
 from botocore.retries.standard import RetryEventAdapter, ThrottlingErrorDetector
 
 from gateway.registry.base import RegistryMisconfigured
-from gateway.registry.cache import CacheStats
+from gateway.registry.cache import CacheStats, RegistryCache
 
 T = TypeVar("T")
 
@@ -119,3 +119,102 @@ class AwsCalls:
         if self._throttling.is_throttling_error(**kwargs):
             with self._stats_lock:  # called from the pool's threads
                 self._stats.throttles += 1
+
+
+ClientT = TypeVar("ClientT", bound=BaseClient)
+
+
+class CachedAwsRegistry(Generic[ClientT]):
+    """The common part of the AWS-backed registries: one boto3 client, `AwsCalls`, a cache.
+
+    A subclass names its AWS service and answers one id with `_lookup_blocking`, which runs on
+    the calls' thread pool and raises `RegistryUnavailable` when AWS cannot answer.
+    """
+
+    service: ClassVar[str]  # boto3's service name, e.g. "iot"
+    backend: ClassVar[str]  # the `GATEWAY_REGISTRY` value, e.g. "aws-iot"
+
+    def __init__(
+        self,
+        *,
+        region: str | None,
+        endpoint_url: str | None,
+        positive_ttl: float,
+        negative_ttl: float,
+        max_concurrency: int,
+        max_attempts: int,
+        client: ClientT | None,
+        clock: Callable[[], float],
+    ) -> None:
+        """`client` is built at `start()` from `region` and `endpoint_url` unless one is given."""
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        self.region = region
+        self.endpoint_url = endpoint_url
+        self.max_attempts = max_attempts
+        self._client = client
+        self.cache: RegistryCache[str] = RegistryCache(
+            self._lookup,
+            positive_ttl=positive_ttl,
+            negative_ttl=negative_ttl,
+            clock=clock,
+        )
+        self._calls = AwsCalls(self.backend, max_concurrency, self.cache.stats)
+
+    @property
+    def max_concurrency(self) -> int:
+        return self._calls.max_concurrency
+
+    @property
+    def stats(self) -> CacheStats:
+        """Hits, misses, lookups, throttles, stale answers and errors, for metrics."""
+        return self.cache.stats
+
+    @property
+    def client(self) -> ClientT:
+        if self._client is None:
+            raise RuntimeError(
+                f"the {self.backend} registry is not started: call `await start()` first"
+            )
+        return self._client
+
+    async def _start_client(self) -> None:
+        self._calls.start()
+        if self._client is None:
+            # Building a client loads botocore's service model from disk: off the event loop.
+            self._client = await asyncio.to_thread(self._build_client)
+        self._calls.count_throttles(self._client)
+
+    def _build_client(self) -> ClientT:
+        config = client_config(max_concurrency=self.max_concurrency, max_attempts=self.max_attempts)
+        client = make_client(
+            self.service,
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            config=config,
+            backend=self.backend,
+        )
+        return cast(ClientT, client)
+
+    async def is_registered(self, cp_id: str) -> bool:
+        return await self.cache.is_registered(cp_id)
+
+    def invalidate(self, cp_id: str) -> None:
+        """The Thing was deleted: answer "no" until the negative TTL expires, then ask AWS.
+
+        Not forgetting the id outright matters for mirrors: they are updated from the same
+        event, maybe later than this gateway hears of it, and would still say "registered".
+        """
+        self.cache.mark_unregistered(cp_id)
+
+    async def close(self) -> None:
+        await self.cache.close()
+        self._calls.close()
+        if self._client is not None:
+            self._client.close()
+
+    async def _lookup(self, cp_id: str) -> bool:
+        return await self._calls.run(self._lookup_blocking, cp_id)
+
+    def _lookup_blocking(self, cp_id: str) -> bool:
+        raise NotImplementedError

@@ -18,11 +18,10 @@ unset, boto3's own `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_IOT` variables still a
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
@@ -30,13 +29,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from gateway.registry.aws_calls import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_CONCURRENCY,
-    AwsCalls,
-    client_config,
+    CachedAwsRegistry,
     error_code,
-    make_client,
 )
 from gateway.registry.base import RegistryUnavailable
-from gateway.registry.cache import CacheStats, RegistryCache
 
 if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
@@ -60,7 +56,10 @@ def is_thing_name(cp_id: str) -> bool:
     return _THING_NAME.fullmatch(cp_id) is not None
 
 
-class AwsIotRegistry:
+class AwsIotRegistry(CachedAwsRegistry["IoTClient"]):
+    service = "iot"
+    backend = "aws-iot"
+
     def __init__(
         self,
         *,
@@ -73,42 +72,19 @@ class AwsIotRegistry:
         client: IoTClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`client` is built at `start()` from `region` and `endpoint_url` unless one is given."""
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
-        self.region = region
-        self.endpoint_url = endpoint_url
-        self.max_attempts = max_attempts
-        self._client = client
-        self.cache: RegistryCache[str] = RegistryCache(
-            self._describe_thing,
+        super().__init__(
+            region=region,
+            endpoint_url=endpoint_url,
             positive_ttl=positive_ttl,
             negative_ttl=negative_ttl,
+            max_concurrency=max_concurrency,
+            max_attempts=max_attempts,
+            client=client,
             clock=clock,
         )
-        self._calls = AwsCalls("aws-iot", max_concurrency, self.cache.stats)
-
-    @property
-    def max_concurrency(self) -> int:
-        return self._calls.max_concurrency
-
-    @property
-    def stats(self) -> CacheStats:
-        """Hits, misses, lookups, throttles, stale answers and errors, for metrics."""
-        return self.cache.stats
-
-    @property
-    def client(self) -> IoTClient:
-        if self._client is None:
-            raise RuntimeError("the AWS IoT registry is not started: call `await start()` first")
-        return self._client
 
     async def start(self) -> None:
-        self._calls.start()
-        if self._client is None:
-            # Building a client loads botocore's service model from disk: off the event loop.
-            self._client = await asyncio.to_thread(self._build_client)
-        self._calls.count_throttles(self._client)
+        await self._start_client()
         log.info(
             "registry.aws_iot_ready",
             region=self.client.meta.region_name,
@@ -121,33 +97,9 @@ class AwsIotRegistry:
         if not is_thing_name(cp_id):
             log.debug("registry.not_a_thing_name", cp_id=cp_id)
             return False
-        return await self.cache.is_registered(cp_id)
+        return await super().is_registered(cp_id)
 
-    def invalidate(self, cp_id: str) -> None:
-        """The Thing was deleted: answer "no" until the negative TTL expires, then ask AWS."""
-        self.cache.mark_unregistered(cp_id)
-
-    async def close(self) -> None:
-        await self.cache.close()
-        self._calls.close()
-        if self._client is not None:
-            self._client.close()
-
-    def _build_client(self) -> IoTClient:
-        config = client_config(max_concurrency=self.max_concurrency, max_attempts=self.max_attempts)
-        client = make_client(
-            "iot",
-            region=self.region,
-            endpoint_url=self.endpoint_url,
-            config=config,
-            backend="aws-iot",
-        )
-        return cast("IoTClient", client)
-
-    async def _describe_thing(self, cp_id: str) -> bool:
-        return await self._calls.run(self._describe_thing_blocking, cp_id)
-
-    def _describe_thing_blocking(self, cp_id: str) -> bool:
+    def _lookup_blocking(self, cp_id: str) -> bool:
         try:
             self.client.describe_thing(thingName=cp_id)
         except ClientError as exc:

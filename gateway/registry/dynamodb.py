@@ -13,10 +13,9 @@ on throttling (`ProvisionedThroughputExceededException`, `ThrottlingException`),
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
@@ -24,13 +23,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from gateway.registry.aws_calls import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_CONCURRENCY,
-    AwsCalls,
-    client_config,
+    CachedAwsRegistry,
     error_code,
-    make_client,
 )
 from gateway.registry.base import RegistryMisconfigured, RegistryUnavailable
-from gateway.registry.cache import CacheStats, RegistryCache
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -49,7 +45,10 @@ _THROTTLING_ERRORS = {
 }
 
 
-class DynamoDbRegistry:
+class DynamoDbRegistry(CachedAwsRegistry["DynamoDBClient"]):
+    service = "dynamodb"
+    backend = "dynamodb"
+
     def __init__(
         self,
         *,
@@ -64,37 +63,18 @@ class DynamoDbRegistry:
         client: DynamoDBClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`client` is built at `start()` from `region` and `endpoint_url` unless one is given."""
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
-        self.table = table.strip()
-        self.region = region
-        self.endpoint_url = endpoint_url
-        self.consistent_read = consistent_read
-        self.max_attempts = max_attempts
-        self._client = client
-        self.cache: RegistryCache[str] = RegistryCache(
-            self._get_item,
+        super().__init__(
+            region=region,
+            endpoint_url=endpoint_url,
             positive_ttl=positive_ttl,
             negative_ttl=negative_ttl,
+            max_concurrency=max_concurrency,
+            max_attempts=max_attempts,
+            client=client,
             clock=clock,
         )
-        self._calls = AwsCalls("dynamodb", max_concurrency, self.cache.stats)
-
-    @property
-    def max_concurrency(self) -> int:
-        return self._calls.max_concurrency
-
-    @property
-    def stats(self) -> CacheStats:
-        """Hits, misses, lookups, throttles, stale answers and errors, for metrics."""
-        return self.cache.stats
-
-    @property
-    def client(self) -> DynamoDBClient:
-        if self._client is None:
-            raise RuntimeError("the DynamoDB registry is not started: call `await start()` first")
-        return self._client
+        self.table = table.strip()
+        self.consistent_read = consistent_read
 
     async def start(self) -> None:
         """Build the client and check the table; raises `RegistryMisconfigured` saying what to fix.
@@ -107,10 +87,7 @@ class DynamoDbRegistry:
             raise RegistryMisconfigured(
                 "GATEWAY_REGISTRY=dynamodb needs the table's name: set GATEWAY_REGISTRY_TABLE"
             )
-        self._calls.start()
-        if self._client is None:
-            self._client = await asyncio.to_thread(self._build_client)
-        self._calls.count_throttles(self._client)
+        await self._start_client()
         await self._check_table()
         log.info(
             "registry.dynamodb_ready",
@@ -122,46 +99,15 @@ class DynamoDbRegistry:
             max_attempts=self.max_attempts,
         )
 
-    async def is_registered(self, cp_id: str) -> bool:
-        return await self.cache.is_registered(cp_id)
-
-    def invalidate(self, cp_id: str) -> None:
-        """The Thing was deleted: answer "no" until the negative TTL expires, then read again.
-
-        Not forgetting the id outright matters here: the table is updated from the same event,
-        maybe later than this gateway hears of it, and would still say "registered".
-        """
-        self.cache.mark_unregistered(cp_id)
-
-    async def close(self) -> None:
-        await self.cache.close()
-        self._calls.close()
-        if self._client is not None:
-            self._client.close()
-
-    def _build_client(self) -> DynamoDBClient:
-        config = client_config(max_concurrency=self.max_concurrency, max_attempts=self.max_attempts)
-        client = make_client(
-            "dynamodb",
-            region=self.region,
-            endpoint_url=self.endpoint_url,
-            config=config,
-            backend="dynamodb",
-        )
-        return cast("DynamoDBClient", client)
-
     async def _check_table(self) -> None:
         try:
-            await self._get_item(PROBE_KEY)
+            await self._lookup(PROBE_KEY)
         except RegistryMisconfigured:
             raise
         except RegistryUnavailable as exc:
             log.warning("registry.dynamodb_unreachable", table=self.table, error=str(exc))
 
-    async def _get_item(self, cp_id: str) -> bool:
-        return await self._calls.run(self._get_item_blocking, cp_id)
-
-    def _get_item_blocking(self, cp_id: str) -> bool:
+    def _lookup_blocking(self, cp_id: str) -> bool:
         try:
             response = self.client.get_item(
                 TableName=self.table,
