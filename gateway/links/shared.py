@@ -114,6 +114,8 @@ class SharedLink:
         self._by_out_topic: dict[str, SharedChannel] = {}
         self._by_claim_topic: dict[str, SharedChannel] = {}
         self._transport = transport(settings, f"ocpp-gateway-{gateway_id}", self)
+        self.settings = settings
+        self.metrics = metrics
         self.connected = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._grace_timer: asyncio.TimerHandle | None = None
@@ -245,7 +247,7 @@ class SharedChannel:
         on_lost: OnLost,
         claim: Claim,
     ) -> None:
-        settings = link._settings
+        settings = link.settings
         self._link = link
         self._settings = settings
         self._deliver = deliver
@@ -275,7 +277,7 @@ class SharedChannel:
         if self._ended.is_set():
             return
         if len(self._pending) >= self._settings.out_queue_limit:
-            self._link._metrics.frames_dropped.labels(direction="out", reason="cp_too_slow").inc()
+            self._link.metrics.frames_dropped.labels(direction="out", reason="cp_too_slow").inc()
             log.warning("frame.dropped", cp_id=self.cp_id, direction="out", reason="cp too slow")
             return
         self._pending.append(payload)
@@ -303,7 +305,7 @@ class SharedChannel:
         if self._ended.is_set():
             return
         self._ended.set()
-        self._link._metrics.link_lost.labels(reason=reason.value).inc()
+        self._link.metrics.link_lost.labels(reason=reason.value).inc()
         self._on_lost(reason)
 
     async def close(self) -> None:

@@ -135,7 +135,7 @@ async def test_simultaneous_connects_to_two_gateways_leave_exactly_one(
     for attempt in range(5):
         a, b = await asyncio.gather(open_cp(first.url("CP2")), open_cp(second.url("CP2")))
         await until(
-            lambda a=a, b=b: (a.close_code is None) + (b.close_code is None) <= 1,  # type: ignore[misc]
+            lambda a=a, b=b: (a.close_code is None) + (b.close_code is None) <= 1,
             what="one of the two to be closed",
         )
         await asyncio.sleep(1.0)  # then check that nothing flaps
