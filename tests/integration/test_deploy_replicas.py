@@ -53,12 +53,13 @@ def replicas(broker: MosquittoProcess, tmp_path: Path) -> Iterator[Replicas]:
     ]
     listen_port = free_port()
     config = tmp_path / "haproxy.cfg"
-    config.write_text(haproxy_config(listen_port, [g.port for g in gateways]))
     haproxy: subprocess.Popen[bytes] | None = None
     try:
         # Replicas first: a replica HAProxy finds down stays out for two health checks (10 s).
+        # A replica may move to another port if its own was taken meanwhile: config after.
         for gateway in gateways:
             gateway.start()
+        config.write_text(haproxy_config(listen_port, [g.port for g in gateways]))
         log = (tmp_path / "haproxy.log").open("ab")
         haproxy = subprocess.Popen(
             [str(find_tool("haproxy")), "-db", "-f", str(config)], stdout=log, stderr=log

@@ -56,6 +56,10 @@ def ws_url(gateway: Gateway, cp_id: str = "CP1") -> str:
     return f"ws://127.0.0.1:{gateway.port}{gateway.settings.path_prefix}/{cp_id}"
 
 
+class PortTaken(Exception):
+    """The gateway's port was taken between choosing it and binding it."""
+
+
 class GatewayProcess:
     """`python -m gateway` in a subprocess, configured through its environment."""
 
@@ -79,6 +83,21 @@ class GatewayProcess:
         return f"ws://127.0.0.1:{self.port}/{cp_id}"
 
     def start(self, timeout: float = 15.0) -> None:
+        """Start and wait until ready.
+
+        The port was free when chosen, but until the gateway binds it any process's outgoing
+        connection may take it as its ephemeral port: then start again on another free port.
+        """
+        for _ in range(3):
+            try:
+                self._start_once(timeout)
+                return
+            except PortTaken:
+                self.port = free_port()
+                self.env["GATEWAY_PORT"] = str(self.port)
+        self._start_once(timeout)
+
+    def _start_once(self, timeout: float) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway"],
@@ -90,6 +109,8 @@ class GatewayProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if '"gateway.cannot_listen"' in self.log():
+                    raise PortTaken(self.port)
                 raise RuntimeError(f"the gateway exited at start:\n{self.log()}")
             if self.health()[0] == 200:
                 return
