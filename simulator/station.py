@@ -9,6 +9,7 @@ import random
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.datastructures import HeadersLike
@@ -36,6 +37,7 @@ from simulator.v201 import Station201
 
 CLOSE_TIMEOUT = 3.0
 WORKER_GRACE = 0.2
+CANCEL_RETRY = 0.5
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -117,10 +119,8 @@ async def run_connection(
             # out and is logged, then fails: a refused CP shows its BootNotification, then why.
             await asyncio.wait({worker}, timeout=WORKER_GRACE)
     finally:
-        for task in tasks:
-            task.cancel()
+        await cancel_until_done(tasks)
         await station.stop_background()
-        await asyncio.gather(*tasks, return_exceptions=True)
         await connection.close()
     answered = station.answered_any
     if stopped in done:
@@ -131,6 +131,23 @@ async def run_connection(
         return Outcome(End.DONE, answered)
     report_lost_connection(config.cp_id, listener, worker)
     return Outcome(End.LOST, answered)
+
+
+async def cancel_until_done(tasks: set[asyncio.Task[Any]]) -> None:
+    """Cancel the tasks and wait for them, cancelling again any that swallowed it.
+
+    Python 3.11's `asyncio.wait_for` loses a cancellation that arrives just as what it waits
+    for completes (the `ocpp` library waits for answers that way), and the heartbeat loop
+    would then go on with Ctrl-C unheard.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_RETRY)
+    for task in tasks:  # retrieve outcomes so none is reported as never retrieved
+        if not task.cancelled():
+            task.exception()
 
 
 def report_lost_connection(
