@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from simulator.config import StationConfig, StationState
 from simulator.device_model import HEARTBEAT_INTERVAL, METER_INTERVAL, format_number
+from simulator.routing import after
 
 console = logging.getLogger()
 """The root logger: its lines (`INFO:root:CP1: ...`) are part of the simulator's interface."""
@@ -30,6 +31,10 @@ BOOT_RETRY_DEFAULT = 10.0
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# The messages the stations send again when a CSMS asks with TriggerMessage.
+TRIGGERABLE = {"BootNotification", "Heartbeat", "StatusNotification", "MeterValues"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,18 @@ class StationBehaviour(ABC):
     @abstractmethod
     async def run_scenario(self) -> None:
         """The charging session asked for with `--scenario`."""
+
+    @abstractmethod
+    async def send_status(self, status: str) -> None:
+        """Send StatusNotification for the connector."""
+
+    @abstractmethod
+    def connector_status(self) -> str:
+        """The connector's status as the version spells it."""
+
+    @abstractmethod
+    async def send_triggered_meter_values(self) -> None:
+        """Send MeterValues because the CSMS asked for them with TriggerMessage."""
 
     if TYPE_CHECKING:
         # Supplied by the `ocpp` library's ChargePoint, which follows this class in the MRO.
@@ -157,6 +174,26 @@ class StationBehaviour(ABC):
         return self.state.model.number(METER_INTERVAL)
 
     # -- work started by the CSMS ---------------------------------------------------------------
+
+    @after("TriggerMessage")
+    def after_trigger_message(self, requested_message: str, **_: Any) -> None:
+        """Send what the CSMS asked for, once the TriggerMessage answer has gone out."""
+        if requested_message == "BootNotification":
+            self.spawn(self._triggered_boot())
+        elif requested_message == "Heartbeat":
+            self.spawn(self._triggered_heartbeat())
+        elif requested_message == "StatusNotification":
+            self.spawn(self.send_status(self.connector_status()))
+        elif requested_message == "MeterValues":
+            self.spawn(self.send_triggered_meter_values())
+
+    async def _triggered_boot(self) -> None:
+        answer = await self.send_boot("Triggered")
+        if answer is not None and answer.status == "Accepted":
+            self.accept_boot(answer)
+
+    async def _triggered_heartbeat(self) -> None:
+        await self.send_heartbeat()
 
     def spawn(self, job: Coroutine[Any, Any, None]) -> None:
         """Run `job` alongside the routine; it ends with the connection."""

@@ -10,7 +10,7 @@ from typing import Any
 from ocpp.v16 import ChargePoint, call, call_result
 from websockets.asyncio.client import ClientConnection
 
-from simulator.behaviour import BootAnswer, StationBehaviour, console, utc_now
+from simulator.behaviour import TRIGGERABLE, BootAnswer, StationBehaviour, console, utc_now
 from simulator.config import StationConfig, StationState
 from simulator.device_model import AUTH, ConfigurationStatus
 from simulator.identity import boot_payload_16
@@ -18,7 +18,6 @@ from simulator.metering import sampled_values_16
 from simulator.routing import after, on
 
 CONNECTOR_ID = 1
-TRIGGERABLE = {"BootNotification", "Heartbeat", "StatusNotification", "MeterValues"}
 
 
 @dataclass
@@ -182,26 +181,7 @@ class Station16(StationBehaviour, ChargePoint):  # type: ignore[misc]  # ocpp ha
         status = "Accepted" if requested_message in TRIGGERABLE else "NotImplemented"
         return call_result.TriggerMessage(status=status)
 
-    @after("TriggerMessage")
-    def after_trigger_message(self, requested_message: str, **_: Any) -> None:
-        if requested_message == "BootNotification":
-            self.spawn(self._triggered_boot())
-        elif requested_message == "Heartbeat":
-            self.spawn(self._triggered_heartbeat())
-        elif requested_message == "StatusNotification":
-            self.spawn(self.send_status(self.connector_status()))
-        elif requested_message == "MeterValues":
-            self.spawn(self._triggered_meter_values())
-
-    async def _triggered_boot(self) -> None:
-        answer = await self.send_boot("Triggered")
-        if answer is not None and answer.status == "Accepted":
-            self.accept_boot(answer)
-
-    async def _triggered_heartbeat(self) -> None:
-        await self.send_heartbeat()
-
-    async def _triggered_meter_values(self) -> None:
+    async def send_triggered_meter_values(self) -> None:
         transaction = self._transaction
         await self.call(
             call.MeterValues(
