@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from gateway.registry.allow_all import AllowAllRegistry
 from gateway.registry.base import Registry, RegistryMisconfigured, RegistryUnavailable
 from gateway.registry.cache import RegistryCache
@@ -61,14 +63,7 @@ def _aws_iot_registry(settings: Settings) -> Registry:
         from gateway.registry.aws_iot import AwsIotRegistry
     except ImportError as exc:
         raise RegistryMisconfigured(_NEEDS_BOTO3.format("aws-iot", exc)) from exc
-    return AwsIotRegistry(
-        region=settings.aws_region,
-        endpoint_url=settings.aws_endpoint_url,
-        positive_ttl=settings.registry_positive_ttl,
-        negative_ttl=settings.registry_negative_ttl,
-        max_concurrency=settings.registry_max_concurrency,
-        max_attempts=settings.registry_max_attempts,
-    )
+    return AwsIotRegistry(**_aws_options(settings))
 
 
 def _dynamodb_registry(settings: Settings) -> Registry:
@@ -78,9 +73,25 @@ def _dynamodb_registry(settings: Settings) -> Registry:
         raise RegistryMisconfigured(_NEEDS_BOTO3.format("dynamodb", exc)) from exc
     return DynamoDbRegistry(
         table=settings.registry_table,
+        consistent_read=settings.registry_consistent_read,
+        **_aws_options(settings),
+    )
+
+
+class _AwsOptions(TypedDict):
+    region: str | None
+    endpoint_url: str | None
+    positive_ttl: float
+    negative_ttl: float
+    max_concurrency: int
+    max_attempts: int
+
+
+def _aws_options(settings: Settings) -> _AwsOptions:
+    """What every AWS-backed registry is built with."""
+    return _AwsOptions(
         region=settings.aws_region,
         endpoint_url=settings.aws_endpoint_url,
-        consistent_read=settings.registry_consistent_read,
         positive_ttl=settings.registry_positive_ttl,
         negative_ttl=settings.registry_negative_ttl,
         max_concurrency=settings.registry_max_concurrency,
