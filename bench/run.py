@@ -104,6 +104,15 @@ def fleet(url: str, *extra: str) -> dict[str, Any]:
         raise RuntimeError(f"the fleet failed:\n{done.stdout}\n{done.stderr}") from exc
 
 
+def closed_loop(url: str, args: argparse.Namespace, id_prefix: str) -> dict[str, Any]:
+    """The same load for the ceiling and every gateway: all CPs at once, next call on answer."""
+    return fleet(
+        url,
+        *("--count", str(args.cps), "--ramp", "0", "--mode", "closed"),
+        *("--duration", str(args.duration), "--id-prefix", id_prefix),
+    )
+
+
 def connections_of(port: int) -> int:
     """Connected CPs as the gateway reports them; -1 while it is too busy to answer."""
     try:
@@ -118,19 +127,7 @@ def ws_ceiling(args: argparse.Namespace) -> dict[str, Any]:
     with process(
         [sys.executable, "-m", "tests.support.echo_csms", "--port", str(port)], {}, ready_port=port
     ):
-        result = fleet(
-            f"ws://127.0.0.1:{port}",
-            "--count",
-            str(args.cps),
-            "--ramp",
-            "0",
-            "--mode",
-            "closed",
-            "--duration",
-            str(args.duration),
-            "--id-prefix",
-            "WS",
-        )
+        result = closed_loop(f"ws://127.0.0.1:{port}", args, id_prefix="WS")
     return {"run": "ceiling-websocket", "cps": args.cps, **_calls(result)}
 
 
@@ -184,19 +181,7 @@ def gateway_runs(
     with process([sys.executable, "-m", "gateway"], env, ready_port=port) as gateway:
         # Throughput: closed loop, every CP calls again as soon as it is answered.
         before = usage_of(gateway.pid)
-        result = fleet(
-            url,
-            "--count",
-            str(args.cps),
-            "--ramp",
-            "0",
-            "--mode",
-            "closed",
-            "--duration",
-            str(args.duration),
-            "--id-prefix",
-            "T",
-        )
+        result = closed_loop(url, args, id_prefix="T")
         after = usage_of(gateway.pid)
         calls = max(1, int(result["calls_ok"]))
         yield {
