@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import time
 
 from awscrt import io, mqtt5
@@ -82,11 +83,13 @@ async def run(mqtt_url: str, count: int, duration: float) -> dict[str, object]:
     await asyncio.gather(*(virtual_cp(f"MQTTBENCH{n:05d}") for n in range(count)))
     elapsed = time.monotonic() - started
     client.stop()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "calls": calls,
         "calls_per_s": round(calls / elapsed, 1),
         "p50_ms": _ms(latencies.percentile(50)),
         "p99_ms": _ms(latencies.percentile(99)),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
     }
 
 

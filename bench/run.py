@@ -2,9 +2,12 @@
 
 Starts its own Mosquitto, the bench responder (a minimal CSMS), the gateway in each link mode,
 and drives the simulator's fleet mode against it, sampling the gateway's CPU seconds and memory
-from /proc. The ceilings are a WebSocket-only OCPP server (no broker: the most a WebSocket
-server in Python can relay here) and MQTT-only (virtual CPs calling the responder through the
-broker, no WebSockets). Prints one JSON line per run, then a table.
+from /proc. Every closed-loop run also reports the CPU share of each process involved (the
+busiest one saturates first) and the machine's, and the calls/s the machine could reach if the
+gateway (or the WebSocket echo server) cost nothing. The ceilings are a WebSocket-only OCPP
+server (no broker: the most a WebSocket server in Python can relay here) and MQTT-only (virtual
+CPs calling the responder through the broker, no WebSockets). Prints one JSON line per run,
+then a table.
 
     python -m bench.run                      # 1,000 CPs closed loop, idle check at 10,000 CPs
     python -m bench.run --cps 200 --idle-cps 2000 --duration 10 --modes shared
@@ -20,7 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,7 @@ from tests.support.ports import free_port, wait_for_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
 IDLE_SETTLE = 8.0
 
 
@@ -49,6 +53,70 @@ def usage_of(pid: int) -> Usage:
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )
     return Usage(cpu, int(status["VmRSS"].split()[0]), int(status["VmHWM"].split()[0]))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """CPU seconds of the named processes and the machine's (busy, total) ticks at one moment."""
+
+    at: float
+    machine: tuple[int, int]
+    cpu_s: dict[str, float]
+
+
+def sample(pids: Mapping[str, int]) -> Sample:
+    first_line = Path("/proc/stat").read_text().splitlines()[0]
+    cpu_s = {name: usage_of(pid).cpu_s for name, pid in pids.items()}
+    return Sample(time.monotonic(), machine_ticks(first_line), cpu_s)
+
+
+def machine_ticks(cpu_line: str) -> tuple[int, int]:
+    """(busy, total) ticks from the `cpu` line of /proc/stat; idle and iowait are not busy."""
+    ticks = [int(value) for value in cpu_line.split()[1:9]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+def percent(part: float, whole: float) -> float:
+    return round(100 * part / whole, 1) if whole > 0 else 0.0
+
+
+def bound_calls_per_s(other_us_per_call: float | None, cores: int = CORES) -> int | None:
+    """Calls/s the machine's cores could carry if only the processes besides the server ran."""
+    return round(cores * 1e6 / other_us_per_call) if other_us_per_call else None
+
+
+def cpu_figures(
+    before: Sample,
+    after: Sample,
+    calls: int,
+    server: str | None,
+    own_cpu_s: Mapping[str, float],
+) -> dict[str, Any]:
+    """Per-process CPU share (percent of one core) over the load between two samples.
+
+    `own_cpu_s` holds CPU seconds a load process reported itself for its whole life, which lies
+    within the interval. Everything but `server` counts in `other_us_per_call`.
+    """
+    seconds = after.at - before.at
+    cpu_s = {**own_cpu_s, **{name: after.cpu_s[name] - before.cpu_s[name] for name in before.cpu_s}}
+    other_s = sum(value for name, value in cpu_s.items() if name != server)
+    other_us_per_call = round(other_s / calls * 1e6, 1) if calls > 0 else None
+    return {
+        "cpu_percent": {name: percent(value, seconds) for name, value in cpu_s.items()},
+        "machine_busy_percent": percent(
+            after.machine[0] - before.machine[0], after.machine[1] - before.machine[1]
+        ),
+        "other_us_per_call": other_us_per_call,
+        "bound_calls_per_s": bound_calls_per_s(other_us_per_call),
+    }
+
+
+def busiest(cpu_percent: Mapping[str, float] | None) -> str:
+    """`gateway 99%`: the process that saturates first."""
+    if not cpu_percent:
+        return ""
+    name = max(cpu_percent, key=lambda key: cpu_percent[key])
+    return f"{name} {cpu_percent[name]:.0f}%"
 
 
 @contextmanager
@@ -126,12 +194,21 @@ def ws_ceiling(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     with process(
         [sys.executable, "-m", "tests.support.echo_csms", "--port", str(port)], {}, ready_port=port
-    ):
+    ) as echo:
+        before = sample({"echo": echo.pid})
         result = closed_loop(f"ws://127.0.0.1:{port}", args, id_prefix="WS")
-    return {"run": "ceiling-websocket", "cps": args.cps, **_calls(result)}
+        after = sample({"echo": echo.pid})
+    figures = cpu_figures(
+        before, after, int(result["calls_ok"]), "echo", {"fleet": float(result["cpu_s"])}
+    )
+    return {"run": "ceiling-websocket", "cps": args.cps, **_calls(result), **figures}
 
 
-def mqtt_ceiling(args: argparse.Namespace, broker: MosquittoProcess) -> dict[str, Any]:
+def mqtt_ceiling(
+    args: argparse.Namespace, broker: MosquittoProcess, shared: Mapping[str, int]
+) -> dict[str, Any]:
+    """`shared`: the pids of the broker and the responder, sampled during the load."""
+    before = sample(shared)
     done = subprocess.run(
         [
             sys.executable,
@@ -149,6 +226,7 @@ def mqtt_ceiling(args: argparse.Namespace, broker: MosquittoProcess) -> dict[str
         text=True,
         check=True,
     )
+    after = sample(shared)
     result = json.loads(done.stdout)
     return {
         "run": "ceiling-mqtt",
@@ -156,11 +234,18 @@ def mqtt_ceiling(args: argparse.Namespace, broker: MosquittoProcess) -> dict[str
         "calls_per_s": result["calls_per_s"],
         "p50_ms": result["p50_ms"],
         "p99_ms": result["p99_ms"],
+        **cpu_figures(
+            before, after, int(result["calls"]), None, {"mqtt_ceiling": float(result["cpu_s"])}
+        ),
     }
 
 
 def gateway_runs(
-    args: argparse.Namespace, broker: MosquittoProcess, mode: str, impl: str
+    args: argparse.Namespace,
+    broker: MosquittoProcess,
+    mode: str,
+    impl: str,
+    shared: Mapping[str, int],
 ) -> Iterator[dict[str, Any]]:
     port = free_port()
     env = {
@@ -180,17 +265,26 @@ def gateway_runs(
     name = f"gateway-{mode}-{impl}"
     with process([sys.executable, "-m", "gateway"], env, ready_port=port) as gateway:
         # Throughput: closed loop, every CP calls again as soon as it is answered.
-        before = usage_of(gateway.pid)
+        pids = {"gateway": gateway.pid, **shared}
+        before = sample(pids)
         result = closed_loop(url, args, id_prefix="T")
-        after = usage_of(gateway.pid)
+        after = sample(pids)
         calls = max(1, int(result["calls_ok"]))
+        gateway_s = after.cpu_s["gateway"] - before.cpu_s["gateway"]
         yield {
             "run": name,
             "phase": "calls",
             "cps": args.cps,
             **_calls(result),
-            "cpu_ms_per_1000_calls": round((after.cpu_s - before.cpu_s) / calls * 1e6, 1),
+            "cpu_ms_per_1000_calls": round(gateway_s / calls * 1e6, 1),
             "connect_rate_per_s": result["connect_rate_per_s"],
+            **cpu_figures(
+                before,
+                after,
+                int(result["calls_ok"]),
+                "gateway",
+                {"fleet": float(result["cpu_s"])},
+            ),
         }
         if args.idle_cps:
             yield idle_run(args, url, port, gateway.pid, name)
@@ -273,7 +367,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     ceiling = next((r for r in rows if r["run"] == "ceiling-websocket"), None)
     header = (
         f"{'run':28} {'phase':6} {'CPs':>6} {'calls/s':>9} {'vs ws':>6} {'p50 ms':>8} "
-        f"{'p99 ms':>8} {'cpu ms/1k':>9} {'conn/s':>8} {'KB/CP':>6} {'idle cpu%':>9}"
+        f"{'p99 ms':>8} {'cpu ms/1k':>9} {'conn/s':>8} {'KB/CP':>6} {'idle cpu%':>9} "
+        f"{'busiest':16} {'bound':>7}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
@@ -285,7 +380,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{_cell(row.get('calls_per_s')):>9} {ratio:>6} {_cell(row.get('p50_ms')):>8} "
             f"{_cell(row.get('p99_ms')):>8} {_cell(row.get('cpu_ms_per_1000_calls')):>9} "
             f"{_cell(row.get('connect_rate_per_s')):>8} {_cell(row.get('rss_kb_per_cp')):>6} "
-            f"{_cell(row.get('idle_cpu_percent')):>9}"
+            f"{_cell(row.get('idle_cpu_percent')):>9} {busiest(row.get('cpu_percent')):16} "
+            f"{_cell(row.get('bound_calls_per_s')):>7}"
         )
     return "\n".join(lines)
 
@@ -311,20 +407,24 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(row), flush=True)
 
     broker = start_broker(["max_connections -1"])
+    if broker.process is None:
+        raise RuntimeError("the broker did not start")
+    mosquitto_pid = broker.process.pid
     try:
         emit(ws_ceiling(args))
         with process(
             [sys.executable, "-m", "bench.responder", "--mqtt-url", broker.url],
             {},
             ready_line="subscribed",
-        ):
-            emit(mqtt_ceiling(args, broker))
+        ) as responder:
+            shared = {"mosquitto": mosquitto_pid, "responder": responder.pid}
+            emit(mqtt_ceiling(args, broker, shared))
             for mode in args.modes.split(","):
                 for impl in args.impls.split(","):
                     mode_args = argparse.Namespace(**vars(args))
                     if mode == "per-cp":
                         mode_args.idle_cps = min(args.idle_cps, args.per_cp_idle_cps)
-                    for row in gateway_runs(mode_args, broker, mode, impl):
+                    for row in gateway_runs(mode_args, broker, mode, impl, shared):
                         emit(row)
     finally:
         broker.stop()

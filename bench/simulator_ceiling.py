@@ -214,7 +214,7 @@ def main() -> int:
             200,
         ),
     ]
-    results = {
+    results: dict[str, Any] = {
         "machine": machine(),
         "runs": [measure(run) for run in runs if args.only in (None, run.name)],
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -1,0 +1,80 @@
+"""The benchmark's CPU figures: shares of one core, the machine's busy share, the bound."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.run import (
+    Sample,
+    bound_calls_per_s,
+    busiest,
+    cpu_figures,
+    machine_ticks,
+    percent,
+)
+
+
+def test_machine_ticks_count_idle_and_iowait_as_not_busy() -> None:
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    assert machine_ticks("cpu  100 5 20 800 50 3 2 1 40 0") == (131, 981)
+
+
+def test_percent_of_a_whole_and_of_nothing() -> None:
+    assert percent(1.5, 2.0) == 75.0
+    assert percent(2.0, 1.0) == 200.0
+    assert percent(1.0, 0.0) == 0.0
+
+
+def test_bound_is_the_cores_divided_by_the_cost_of_a_call() -> None:
+    assert bound_calls_per_s(250.0, cores=2) == 8000
+    assert bound_calls_per_s(300.0, cores=2) == 6667
+    assert bound_calls_per_s(None, cores=2) is None
+    assert bound_calls_per_s(0.0, cores=2) is None
+
+
+def test_busiest_names_the_process_with_the_largest_share() -> None:
+    assert busiest({"fleet": 31.0, "gateway": 98.6, "mosquitto": 22.1}) == "gateway 99%"
+    assert busiest({}) == ""
+    assert busiest(None) == ""
+
+
+def test_figures_over_the_load_between_two_samples() -> None:
+    before = Sample(
+        at=100.0,
+        machine=(1_000, 5_000),
+        cpu_s={"gateway": 10.0, "mosquitto": 3.0, "responder": 1.0},
+    )
+    after = Sample(
+        at=104.0,
+        machine=(1_720, 5_800),
+        cpu_s={"gateway": 13.9, "mosquitto": 4.0, "responder": 1.5},
+    )
+    figures = cpu_figures(before, after, 10_000, "gateway", {"fleet": 1.5})
+    assert figures["cpu_percent"] == {
+        "fleet": 37.5,
+        "gateway": 97.5,
+        "mosquitto": 25.0,
+        "responder": 12.5,
+    }
+    assert list(figures["cpu_percent"]) == ["fleet", "gateway", "mosquitto", "responder"]
+    assert figures["machine_busy_percent"] == 90.0
+    # (1.5 + 1.0 + 0.5) s over 10,000 calls
+    assert figures["other_us_per_call"] == pytest.approx(300.0)
+    assert figures["bound_calls_per_s"] == bound_calls_per_s(300.0)
+
+
+def test_figures_without_a_server_count_every_process() -> None:
+    before = Sample(at=0.0, machine=(0, 0), cpu_s={"mosquitto": 0.0})
+    after = Sample(at=2.0, machine=(300, 400), cpu_s={"mosquitto": 1.0})
+    figures = cpu_figures(before, after, 4_000, None, {"mqtt_ceiling": 1.0})
+    assert figures["cpu_percent"] == {"mqtt_ceiling": 50.0, "mosquitto": 50.0}
+    assert figures["machine_busy_percent"] == 75.0
+    assert figures["other_us_per_call"] == 500.0
+
+
+def test_figures_without_calls_have_no_cost_per_call_nor_bound() -> None:
+    before = Sample(at=0.0, machine=(0, 100), cpu_s={"echo": 0.0})
+    after = Sample(at=1.0, machine=(50, 200), cpu_s={"echo": 0.2})
+    figures = cpu_figures(before, after, 0, "echo", {"fleet": 0.1})
+    assert figures["other_us_per_call"] is None
+    assert figures["bound_calls_per_s"] is None
