@@ -9,17 +9,16 @@ choices once instead: the device certificate, ALPN `x-amzn-mqtt-ca` (MQTT) or `h
 (WebSockets) on port 443, AWS IoT Core's flow-control limits (against IoT Core endpoints), the
 SDK metrics username off, and the builders' SigV4 signature of the WebSocket handshake.
 
-The CRT calls back on its own threads. Every event is handed to the asyncio loop with
-`loop.call_soon_threadsafe`; the one thing done on the CRT thread itself is stopping a client
-whose connection dropped, so that it cannot reconnect on its own before the gateway has decided
-whether the charge point was taken over by another replica.
+The CRT calls back on its own threads. Every event and completion is handed to the asyncio loop
+through the factory's `LoopInbox`, many per wake-up under load; the one thing done on the CRT
+thread itself is stopping a client whose connection dropped, so that it cannot reconnect on its
+own before the gateway has decided whether the charge point was taken over by another replica.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import math
 import re
 import weakref
@@ -33,6 +32,7 @@ from awscrt.exceptions import AwsCrtError
 
 from gateway.links.broker_url import parse_broker_url
 from gateway.links.errors import LinkMisconfigured
+from gateway.links.loop_inbox import LoopInbox
 from gateway.links.tls import TlsConfigError, TlsMaterial, load_tls_material
 from gateway.settings import MqttAuth, Settings
 
@@ -41,6 +41,14 @@ SIGV4_SERVICE = "iotdevicegateway"
 USER_REQUESTED_STOP = "AWS_ERROR_MQTT5_USER_REQUESTED_STOP"
 SESSION_TAKEN_OVER = int(mqtt5.DisconnectReasonCode.SESSION_TAKEN_OVER)
 _IOT_REGION = re.compile(r"\.iot\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
+_QOS = {0: mqtt5.QoS.AT_MOST_ONCE, 1: mqtt5.QoS.AT_LEAST_ONCE}
+
+UserProperties = list[mqtt5.UserProperty]
+
+
+def user_properties(properties: dict[str, str]) -> UserProperties:
+    """MQTT 5 user properties for `CrtClient.publish`; build them once, not per message."""
+    return [mqtt5.UserProperty(name, value) for name, value in properties.items()]
 
 
 class CrtLinkError(Exception):
@@ -127,6 +135,7 @@ class CrtClientFactory:
         self._host_resolver = io.DefaultHostResolver(self._event_loop_group)
         self._bootstrap = io.ClientBootstrap(self._event_loop_group, self._host_resolver)
         self._tls_context = self._make_tls_context()
+        self._inbox: LoopInbox | None = None
         self._handshake_transform: Callable[..., None] | None = None
         if self.endpoint.sigv4_region is not None:
             credentials = auth.AwsCredentialsProvider.new_default_chain(self._bootstrap)
@@ -166,11 +175,14 @@ class CrtClientFactory:
         reconnect_delays_ms: tuple[int, int] = (100, 2000),
     ) -> CrtClient:
         """A client, not started; `rejoin` resumes the broker session of an earlier connection."""
+        loop = asyncio.get_running_loop()
+        if self._inbox is None or self._inbox.loop is not loop:
+            self._inbox = LoopInbox(loop)
         return CrtClient(
             self,
             client_id,
             events,
-            asyncio.get_running_loop(),
+            self._inbox,
             rejoin=rejoin,
             stop_when_dropped=stop_when_dropped,
             session_expiry=session_expiry,
@@ -261,8 +273,8 @@ class _Callbacks:
     the `CrtClient` is; a strong reference back would keep every closed channel alive forever.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, stop_when_dropped: bool) -> None:
-        self._loop = loop
+    def __init__(self, inbox: LoopInbox, stop_when_dropped: bool) -> None:
+        self._post = inbox.post
         self._stop_when_dropped = stop_when_dropped
         self._client: weakref.ref[CrtClient] | None = None
 
@@ -273,10 +285,6 @@ class _Callbacks:
     @client.setter
     def client(self, client: CrtClient) -> None:
         self._client = weakref.ref(client)
-
-    def _post(self, callback: Callable[..., None], *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the gateway has stopped
-            self._loop.call_soon_threadsafe(callback, *args)
 
     def on_publish(self, data: mqtt5.PublishReceivedData) -> None:
         client = self.client
@@ -319,7 +327,7 @@ class CrtClient:
         factory: CrtClientFactory,
         client_id: str,
         events: ClientEvents,
-        loop: asyncio.AbstractEventLoop,
+        inbox: LoopInbox,
         *,
         rejoin: bool,
         stop_when_dropped: bool,
@@ -329,7 +337,8 @@ class CrtClient:
         self.client_id = client_id
         self.events = events
         self.stopped = asyncio.Event()
-        callbacks = _Callbacks(loop, stop_when_dropped)
+        self._inbox = inbox
+        callbacks = _Callbacks(inbox, stop_when_dropped)
         options = factory.client_options(
             client_id, callbacks, rejoin, session_expiry, reconnect_delays_ms
         )
@@ -345,16 +354,13 @@ class CrtClient:
         self._client.stop()
 
     async def publish(
-        self, topic: str, payload: bytes, qos: int, user_properties: dict[str, str]
+        self, topic: str, payload: bytes, qos: int, properties: UserProperties
     ) -> None:
         """Publish; with QoS 1, returns once the broker acknowledged (PUBACK)."""
         packet = mqtt5.PublishPacket(
-            topic=topic,
-            payload=payload,
-            qos=mqtt5.QoS(qos),
-            user_properties=[mqtt5.UserProperty(k, v) for k, v in user_properties.items()],
+            topic=topic, payload=payload, qos=_QOS[qos], user_properties=properties
         )
-        result = await _on_loop(self._client.publish(packet))
+        result = await _on_loop(self._client.publish(packet), self._inbox)
         puback = result.puback
         if puback is not None and puback.reason_code is not None and puback.reason_code >= 0x80:
             raise BrokerRefused(f"the broker refused the publish to {topic}: {_name(puback)}")
@@ -367,24 +373,25 @@ class CrtClient:
                 mqtt5.Subscription(topic_filter=each, qos=mqtt5.QoS(qos)) for each in topics
             ]
         )
-        suback = await _on_loop(self._client.subscribe(packet))
+        suback = await _on_loop(self._client.subscribe(packet), self._inbox)
         for each, code in zip(topics, suback.reason_codes or [], strict=False):
             if int(code) >= 0x80:
                 refusal = getattr(code, "name", str(code))
                 raise BrokerRefused(f"the broker refused the subscription to {each}: {refusal}")
 
     async def unsubscribe(self, topics: list[str]) -> None:
-        await _on_loop(self._client.unsubscribe(mqtt5.UnsubscribePacket(topic_filters=topics)))
+        await _on_loop(
+            self._client.unsubscribe(mqtt5.UnsubscribePacket(topic_filters=topics)), self._inbox
+        )
 
 
-async def _on_loop(future: concurrent.futures.Future[Any]) -> Any:
+async def _on_loop(future: concurrent.futures.Future[Any], inbox: LoopInbox) -> Any:
     """Await a future the CRT completes on its own thread.
 
     Cancelling the wait leaves the CRT's future alone (cancelling it would make the CRT's own
     completion fail on its thread).
     """
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[Any] = loop.create_future()
+    waiter: asyncio.Future[Any] = inbox.loop.create_future()
 
     def settle(done: concurrent.futures.Future[Any]) -> None:
         if waiter.done():
@@ -395,11 +402,7 @@ async def _on_loop(future: concurrent.futures.Future[Any]) -> Any:
         else:
             waiter.set_result(done.result())
 
-    def hand_over(done: concurrent.futures.Future[Any]) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, done)
-
-    future.add_done_callback(hand_over)
+    future.add_done_callback(lambda done: inbox.post(settle, done))
     try:
         return await waiter
     except AwsCrtError as exc:

@@ -34,6 +34,7 @@ from gateway.links.crt_clients import (
     CrtClientFactory,
     CrtLinkError,
     describe_crt_error,
+    user_properties,
 )
 from gateway.links.crt_probe import CrtProbe
 from gateway.links.grace import wait_for_either
@@ -106,7 +107,7 @@ class CrtChannel:
         self._on_lost = on_lost
         self._in_topic = settings.topic_in.format(cp_id=cp_id)
         self._out_topic = settings.topic_out.format(cp_id=cp_id)
-        self._user_properties = {"subprotocol": subprotocol}
+        self._user_properties = user_properties({"subprotocol": subprotocol})
         self._client: CrtClient | None = None
         self._opening: asyncio.Future[None] | None = None
         self._opened = False

@@ -13,7 +13,14 @@ from typing import Any
 
 import structlog
 
-from gateway.links.crt_clients import CrtClient, CrtClientFactory, CrtLinkError, describe_crt_error
+from gateway.links.crt_clients import (
+    CrtClient,
+    CrtClientFactory,
+    CrtLinkError,
+    UserProperties,
+    describe_crt_error,
+    user_properties,
+)
 from gateway.links.nodelay import disable_nagle_towards
 from gateway.links.shared import TransportEvents
 from gateway.settings import Settings
@@ -32,7 +39,7 @@ class CrtTransport:
         self._client: CrtClient | None = None
         self._up = False
         self._connected_before = False
-        self._properties: dict[str, dict[str, str]] = {}
+        self._properties: dict[str, UserProperties] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reported_failure: str | None = None
 
@@ -60,7 +67,7 @@ class CrtTransport:
     async def publish(self, topic: str, payload: bytes, subprotocol: str | None) -> None:
         properties = self._properties.get(subprotocol or "")
         if properties is None:
-            properties = {"subprotocol": subprotocol} if subprotocol else {}
+            properties = user_properties({"subprotocol": subprotocol} if subprotocol else {})
             self._properties[subprotocol or ""] = properties
         await self._connected_client().publish(topic, payload, self._settings.qos, properties)
 
