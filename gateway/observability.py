@@ -104,6 +104,18 @@ class Metrics:
             registry=r,
         )
 
+        self.backpressure = Counter(
+            "ocpp_gateway_backpressure",
+            "CP frames that waited longer than GATEWAY_BACKPRESSURE_SECONDS for the broker",
+            registry=r,
+        )
+        self.cps_held_back = Gauge(
+            "ocpp_gateway_cps_held_back",
+            "CPs not being read now because their frame has waited longer than "
+            "GATEWAY_BACKPRESSURE_SECONDS for the broker",
+            registry=r,
+        )
+
         # Children resolved once: `labels()` takes a lock and a dict lookup on every call.
         self.frames_in = self.frames.labels(direction="in")
         self.frames_out = self.frames.labels(direction="out")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
 from http import HTTPStatus
 
@@ -49,6 +50,9 @@ class Gateway:
         self.metrics = metrics
         self.registry_events = registry_events
         self.sessions = SessionTable()
+        metrics.cps_held_back.set_function(
+            lambda: self.sessions.held_back(settings.backpressure_seconds, time.monotonic())
+        )
         self._server: Server | None = None
         self._shutting_down = False
         self._revalidation: asyncio.Task[None] | None = None
@@ -210,7 +214,15 @@ class Gateway:
             return
         assert subprotocol is not None
         self.metrics.handshakes.labels(outcome="accepted").inc()
-        session = Session(connection, cp_id, subprotocol, self.link, self.sessions, self.metrics)
+        session = Session(
+            connection,
+            cp_id,
+            subprotocol,
+            self.link,
+            self.sessions,
+            self.metrics,
+            self.settings.backpressure_seconds,
+        )
         await session.run(takeover_wait=self.settings.close_timeout + 1.0)
 
     # -- while connected ------------------------------------------------------------------

@@ -34,6 +34,7 @@ class Session:
         link: Link,
         table: SessionTable,
         metrics: Metrics,
+        backpressure_seconds: float,
     ) -> None:
         self.cp_id = cp_id
         self.subprotocol = subprotocol
@@ -42,8 +43,12 @@ class Session:
         self._link = link
         self._table = table
         self._metrics = metrics
+        self._backpressure_seconds = backpressure_seconds
         self._finished = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        # Set while a CP frame waits for the broker: the WebSocket is not read meanwhile, so
+        # TCP holds the CP back. The gateway counts long waits as backpressure.
+        self.publishing_since: float | None = None
         self._log = log.bind(cp_id=cp_id, connection=self.connection_number)
 
     async def run(self, takeover_wait: float) -> None:
@@ -95,7 +100,7 @@ class Session:
                     await self._refuse_cp_frame(frame)
                     continue
                 payload = message.encode()
-                received = time.monotonic()
+                received = self.publishing_since = time.monotonic()
                 try:
                     await channel.publish(payload)
                 except BrokerUnavailable as exc:
@@ -105,7 +110,12 @@ class Session:
                     self._log.error("frame.dropped", direction="in", error=str(exc))
                     await self.close(closes.broker_unavailable())
                     return
-                self._metrics.publish_seconds.observe(time.monotonic() - received)
+                finally:
+                    self.publishing_since = None
+                waited = time.monotonic() - received
+                self._metrics.publish_seconds.observe(waited)
+                if waited > self._backpressure_seconds:
+                    self._metrics.backpressure.inc()
                 self._metrics.frames_in.inc()
                 self._metrics.bytes_in.inc(len(payload))
 

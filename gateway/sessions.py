@@ -30,6 +30,14 @@ class SessionTable:
         if self._by_cp_id.get(session.cp_id) is session:
             del self._by_cp_id[session.cp_id]
 
+    def held_back(self, longer_than: float, now: float) -> int:
+        """Sessions whose CP frame has waited for the broker for more than `longer_than` s."""
+        return sum(
+            1
+            for session in self._by_cp_id.values()
+            if session.publishing_since is not None and now - session.publishing_since > longer_than
+        )
+
     def __len__(self) -> int:
         return len(self._by_cp_id)
 

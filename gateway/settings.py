@@ -173,6 +173,11 @@ class Settings(BaseSettings):
     out_queue_limit: int = Field(
         1000, ge=1, description="shared link: messages waiting for a slow CP before drops"
     )
+    backpressure_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="a CP frame waiting longer than this for the broker counts as backpressure",
+    )
 
     # AWS (names from the AWS sample)
     iot_endpoint: str | None = Field(None, validation_alias=AliasChoices("IOT_ENDPOINT"))

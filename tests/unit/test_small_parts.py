@@ -69,8 +69,9 @@ def test_unknown_id_reason_is_what_users_see() -> None:
 class FakeSession:
     """Only what the table reads: the charge point id."""
 
-    def __init__(self, cp_id: str) -> None:
+    def __init__(self, cp_id: str, publishing_since: float | None = None) -> None:
         self.cp_id = cp_id
+        self.publishing_since = publishing_since
 
 
 def test_session_table_newest_wins_and_old_teardown_keeps_new() -> None:
@@ -83,6 +84,19 @@ def test_session_table_newest_wins_and_old_teardown_keeps_new() -> None:
     assert len(table) == 1
     table.remove(new)
     assert len(table) == 0
+
+
+def test_session_table_counts_cps_held_back_longer_than_the_threshold() -> None:
+    table = SessionTable()
+    for session in (
+        FakeSession("READING", None),
+        FakeSession("BRIEF", 99.5),
+        FakeSession("HELD", 97.0),
+        FakeSession("HELD_LONG", 10.0),
+    ):
+        table.install(session)  # type: ignore[arg-type]
+    assert table.held_back(1.0, now=100.0) == 2
+    assert table.held_back(100.0, now=100.0) == 0
 
 
 def test_settings_accept_the_aws_sample_names(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from gateway.server import Gateway
 from tests.support.gateway import GatewayProcess, running_gateway, ws_url
 from tests.support.mosquitto import MosquittoProcess
 from tests.support.mqtt import mqtt_peer
@@ -39,6 +41,38 @@ async def test_broker_restart_within_grace_keeps_the_session(
         await ws.close()
         metrics = gw.metrics.render().decode()
         assert "ocpp_gateway_link_reconnects_total 1.0" in metrics
+
+
+async def test_a_stalled_broker_holds_the_cp_back_counts_it_and_loses_nothing(
+    private_broker: MosquittoProcess,
+) -> None:
+    async with running_gateway(private_broker.url, backpressure_seconds=0.3) as gw:
+        ws = await connect(ws_url(gw), subprotocols=["ocpp2.0.1"])
+        async with mqtt_peer(private_broker.url, "+/in") as csms:
+            await ws.send('[2,"first","Heartbeat",{}]')
+            await csms.next()
+            assert held_back(gw) == 0
+            assert private_broker.process is not None
+            private_broker.process.send_signal(signal.SIGSTOP)  # accepts, never acknowledges
+            try:
+                await ws.send('[2,"stalled","Heartbeat",{}]')
+                await until(lambda: held_back(gw) == 1, what="the CP to count as held back")
+            finally:
+                private_broker.process.send_signal(signal.SIGCONT)
+            assert (await csms.next(timeout=10)).payload == b'[2,"stalled","Heartbeat",{}]'
+            await until(lambda: held_back(gw) == 0, what="the CP to be read again")
+        assert ws.close_code is None
+        await ws.close()
+        assert "ocpp_gateway_backpressure_total 1.0" in gw.metrics.render().decode()
+
+
+def held_back(gw: Gateway) -> float:
+    line = next(
+        line
+        for line in gw.metrics.render().decode().splitlines()
+        if line.startswith("ocpp_gateway_cps_held_back ")
+    )
+    return float(line.split()[1])
 
 
 async def test_broker_gone_past_grace_closes_1011_then_recovers(
