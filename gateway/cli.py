@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -20,6 +21,12 @@ from gateway.server import Gateway
 from gateway.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+# Python's cycle collector runs a full pass each time the heap has grown by a quarter; while
+# thousands of CPs connect, that is a pass over every connection's objects again and again (a
+# quarter of the gateway's CPU when 10,000 CPs connect). Rarer young collections keep the heap
+# bounded (reference counting frees nearly everything) at a fraction of the cost.
+GC_THRESHOLDS = (50_000, 20, 10)
 
 
 def default_gateway_id() -> str:
@@ -63,6 +70,11 @@ async def run(settings: Settings) -> int:
     return 0
 
 
+def tune_garbage_collector() -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.freeze()  # what is loaded by now lives as long as the process: never scan it again
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -79,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ocpp-gateway: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    tune_garbage_collector()
     try:
         import uvloop
     except ImportError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import sys
@@ -63,6 +64,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         return EXIT_USAGE
     plan = plan_from_args(parser, args)
     configure_logging()
+    # Thousands of live connections make Python's full cycle collections the fleet's biggest
+    # cost while it connects; collect young objects less often (reference counting frees most).
+    gc.set_threshold(50_000, 20, 10)
+    gc.freeze()
     summary = run_with_loop(run(plan), use_uvloop=not args.no_uvloop)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
