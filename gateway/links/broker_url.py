@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+_IOT_REGION = re.compile(r"\.iot\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 
 
 @dataclass(frozen=True)
@@ -36,3 +38,9 @@ def parse_broker_url(url: str) -> BrokerAddress:
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
     )
+
+
+def region_of_iot_endpoint(host: str) -> str | None:
+    """`abc-ats.iot.eu-west-1.amazonaws.com` -> `eu-west-1`; None for other hosts."""
+    match = _IOT_REGION.search(host)
+    return match.group(1) if match else None

@@ -22,7 +22,7 @@ import concurrent.futures
 import math
 import re
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from awscrt import auth, io, mqtt5
 from awscrt.exceptions import AwsCrtError
 
-from gateway.links.broker_url import parse_broker_url
+from gateway.links.broker_url import parse_broker_url, region_of_iot_endpoint
 from gateway.links.errors import LinkMisconfigured
 from gateway.links.loop_inbox import LoopInbox
 from gateway.links.tls import TlsConfigError, TlsMaterial, load_tls_material
@@ -40,7 +40,6 @@ AWS_IOT_WEBSOCKETS_PORT = 443
 SIGV4_SERVICE = "iotdevicegateway"
 USER_REQUESTED_STOP = "AWS_ERROR_MQTT5_USER_REQUESTED_STOP"
 SESSION_TAKEN_OVER = int(mqtt5.DisconnectReasonCode.SESSION_TAKEN_OVER)
-_IOT_REGION = re.compile(r"\.iot\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 _QOS = {0: mqtt5.QoS.AT_MOST_ONCE, 1: mqtt5.QoS.AT_LEAST_ONCE}
 
 UserProperties = list[mqtt5.UserProperty]
@@ -93,12 +92,6 @@ def crt_endpoint(settings: Settings) -> CrtEndpoint:
         address.username,
         address.password,
     )
-
-
-def region_of_iot_endpoint(host: str) -> str | None:
-    """`abc-ats.iot.eu-west-1.amazonaws.com` -> `eu-west-1`; None for other hosts."""
-    match = _IOT_REGION.search(host)
-    return match.group(1) if match else None
 
 
 def alpn_protocols(endpoint: CrtEndpoint, material: TlsMaterial) -> tuple[str, ...]:
@@ -365,12 +358,18 @@ class CrtClient:
         if puback is not None and puback.reason_code is not None and puback.reason_code >= 0x80:
             raise BrokerRefused(f"the broker refused the publish to {topic}: {_name(puback)}")
 
-    async def subscribe(self, topic: str | list[str], qos: int) -> None:
-        """Subscribe; returns once the broker acknowledged the subscription (SUBACK)."""
+    async def subscribe(
+        self, topic: str | list[str], qos: int, no_local: Collection[str] = ()
+    ) -> None:
+        """Subscribe; returns once the broker acknowledged the subscription (SUBACK).
+
+        The broker does not send this client its own messages on the `no_local` topics.
+        """
         topics = [topic] if isinstance(topic, str) else topic
         packet = mqtt5.SubscribePacket(
             subscriptions=[
-                mqtt5.Subscription(topic_filter=each, qos=mqtt5.QoS(qos)) for each in topics
+                mqtt5.Subscription(topic_filter=each, qos=_QOS[qos], no_local=each in no_local)
+                for each in topics
             ]
         )
         suback = await _on_loop(self._client.subscribe(packet), self._inbox)

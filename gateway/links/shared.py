@@ -2,11 +2,13 @@
 
 Far fewer broker connections than the per-CP link: the gateway subscribes to `<cpId>/out` when a
 CP connects and unsubscribes when it leaves (never a wildcard over every CP's topic), and a
-dictionary hands each message to the right session.
+dictionary hands each message to the right session. The subscriptions of CPs connecting at the
+same moment share SUBSCRIBE packets (`batching.py`).
 
 One connection per CP across replicas is kept with claims: when a CP connects, its gateway
 publishes `{"gateway", "connection", "at"}` on the CP's claim topic, to which every gateway
-holding that CP is subscribed. The newest claim wins (ordered by time, then gateway id, then
+holding that CP is subscribed (with MQTT 5 "no local": a gateway does not get its own claims
+back; within one gateway the newest connection wins without them). The newest claim wins (ordered by time, then gateway id, then
 connection id, so every replica takes the same decision); a holder that sees a newer claim closes
 its connection with 1000, and a holder that sees an older one re-publishes its own so the other
 side learns it lost.
@@ -20,21 +22,21 @@ import itertools
 import json
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 import structlog
 
 from gateway.links.base import BrokerUnavailable, Channel, Deliver, LinkLost, OnLost
+from gateway.links.batching import TopicBatcher
+from gateway.links.broker_url import region_of_iot_endpoint
 from gateway.links.grace import publish_within_grace
 from gateway.observability import Metrics
 from gateway.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-SUBSCRIBE_BATCH = 500
 
 # Unique per connection of this process, and across restarts of a gateway with a fixed id;
 # cheaper than a random UUID on the connect path.
@@ -68,6 +70,24 @@ def decode_claim(payload: bytes) -> Claim | None:
         return None
 
 
+# Topic filters per SUBSCRIBE packet: AWS IoT Core accepts at most 8 (a hard limit).
+AWS_IOT_CORE_TOPICS_PER_SUBSCRIBE = 8
+TOPICS_PER_SUBSCRIBE = 500
+
+
+def topics_per_subscribe(broker_host: str) -> int:
+    if region_of_iot_endpoint(broker_host) is not None:
+        return AWS_IOT_CORE_TOPICS_PER_SUBSCRIBE
+    return TOPICS_PER_SUBSCRIBE
+
+
+class Subscription(NamedTuple):
+    topic: str
+    # MQTT 5 "no local": the broker does not send back what this connection published (the
+    # gateway's own claims; within one gateway the newest connection wins without them).
+    no_local: bool = False
+
+
 class SharedTransport(Protocol):
     """One broker connection for the whole gateway; it reconnects by itself.
 
@@ -77,10 +97,11 @@ class SharedTransport(Protocol):
     """
 
     errors: tuple[type[Exception], ...]
+    max_topics_per_packet: int
 
     def start(self) -> None: ...
 
-    async def subscribe(self, topics: list[str]) -> None: ...
+    async def subscribe(self, subscriptions: list[Subscription]) -> None: ...
 
     async def unsubscribe(self, topics: list[str]) -> None: ...
 
@@ -114,6 +135,9 @@ class SharedLink:
         self._by_out_topic: dict[str, SharedChannel] = {}
         self._by_claim_topic: dict[str, SharedChannel] = {}
         self._transport = transport(settings, f"ocpp-gateway-{gateway_id}", self)
+        max_topics = self._transport.max_topics_per_packet
+        self._subscribing = TopicBatcher(self._transport.subscribe, max_topics)
+        self._unsubscribing = TopicBatcher(self._transport.unsubscribe, max_topics)
         self.settings = settings
         self.metrics = metrics
         self.connected = asyncio.Event()
@@ -151,11 +175,14 @@ class SharedLink:
         self._by_out_topic[channel.out_topic] = channel
         self._by_claim_topic[channel.claim_topic] = channel
         try:
-            await self._transport.subscribe([channel.out_topic, channel.claim_topic])
+            await self._subscribing.request(channel.subscriptions)
             await self._transport.publish(channel.claim_topic, channel.claim.encode(), None)
         except self._transport.errors as exc:
             self._forget(channel)
             raise BrokerUnavailable(f"cannot subscribe for {cp_id}: {exc}") from exc
+        except asyncio.CancelledError:  # the CP left while its subscription was under way
+            self._in_background(self.release(channel))
+            raise
         return channel
 
     async def release(self, channel: SharedChannel) -> None:
@@ -163,7 +190,7 @@ class SharedLink:
         if not self._forget(channel) or not self.ready:
             return
         with contextlib.suppress(*self._transport.errors):
-            await self._transport.unsubscribe([channel.out_topic, channel.claim_topic])
+            await self._unsubscribing.request([channel.out_topic, channel.claim_topic])
 
     def _forget(self, channel: SharedChannel) -> bool:
         if self._by_out_topic.get(channel.out_topic) is not channel:
@@ -174,7 +201,10 @@ class SharedLink:
 
     def reassert(self, channel: SharedChannel) -> None:
         """Publish the channel's claim again, in the background."""
-        task = asyncio.create_task(self._publish_claim(channel))
+        self._in_background(self._publish_claim(channel))
+
+    def _in_background(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(job)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -191,15 +221,16 @@ class SharedLink:
     # -- transport events, on the asyncio loop --------------------------------------------
 
     async def transport_up(self, reconnected: bool) -> None:
-        topics = [
-            topic
+        subscriptions = [
+            subscription
             for channel in list(self._by_out_topic.values())
-            for topic in (channel.out_topic, channel.claim_topic)
+            for subscription in channel.subscriptions
         ]
-        for start in range(0, len(topics), SUBSCRIBE_BATCH):
-            await self._transport.subscribe(topics[start : start + SUBSCRIBE_BATCH])
-        if topics:
-            log.info("broker.resubscribed", channels=len(topics) // 2)
+        batch = self._transport.max_topics_per_packet
+        for start in range(0, len(subscriptions), batch):
+            await self._transport.subscribe(subscriptions[start : start + batch])
+        if subscriptions:
+            log.info("broker.resubscribed", channels=len(subscriptions) // 2)
         if self._grace_timer is not None:
             self._grace_timer.cancel()
             self._grace_timer = None
@@ -257,6 +288,7 @@ class SharedChannel:
         self.in_topic = settings.topic_in.format(cp_id=cp_id)
         self.out_topic = settings.topic_out.format(cp_id=cp_id)
         self.claim_topic = settings.topic_claim.format(cp_id=cp_id)
+        self.subscriptions = [Subscription(self.out_topic), Subscription(self.claim_topic, True)]
         self._subprotocol = subprotocol
         self._pending: deque[bytes] = deque()
         self._sender: asyncio.Task[None] | None = None

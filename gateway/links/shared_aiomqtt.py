@@ -9,12 +9,13 @@ import aiomqtt
 import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.backoff import backoff_delays
 from gateway.links.base import BrokerUnavailable
 from gateway.links.broker_url import parse_broker_url
 from gateway.links.mqtt_common import make_client, subprotocol_property
-from gateway.links.shared import TransportEvents
+from gateway.links.shared import Subscription, TransportEvents, topics_per_subscribe
 from gateway.links.tls import tls_context_for
 from gateway.settings import Settings
 
@@ -33,6 +34,7 @@ class AiomqttTransport:
         self._events = events
         self._address = parse_broker_url(settings.mqtt_url)
         self._tls_context = tls_context_for(settings)
+        self.max_topics_per_packet = topics_per_subscribe(self._address.host)
         self._client: aiomqtt.Client | None = None
         self._properties: dict[str, Properties] = {}
         self._supervisor: asyncio.Task[None] | None = None
@@ -82,9 +84,14 @@ class AiomqttTransport:
             raise BrokerUnavailable("the gateway is not connected to the broker")
         return self._client
 
-    async def subscribe(self, topics: list[str]) -> None:
+    async def subscribe(self, subscriptions: list[Subscription]) -> None:
         qos = self._settings.qos
-        await self._connected_client().subscribe([(topic, qos) for topic in topics])
+        await self._connected_client().subscribe(
+            [
+                (each.topic, SubscribeOptions(qos=qos, noLocal=each.no_local))
+                for each in subscriptions
+            ]
+        )
 
     async def unsubscribe(self, topics: list[str]) -> None:
         await self._connected_client().unsubscribe(topics)

@@ -22,7 +22,7 @@ from gateway.links.crt_clients import (
     user_properties,
 )
 from gateway.links.nodelay import disable_nagle_towards
-from gateway.links.shared import TransportEvents
+from gateway.links.shared import Subscription, TransportEvents, topics_per_subscribe
 from gateway.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -35,6 +35,7 @@ class CrtTransport:
         self._settings = settings
         self._events = events
         self._factory = CrtClientFactory(settings)
+        self.max_topics_per_packet = topics_per_subscribe(self._factory.endpoint.host)
         self._client_id = client_id
         self._client: CrtClient | None = None
         self._up = False
@@ -58,8 +59,12 @@ class CrtTransport:
             raise CrtLinkError("the gateway is not connected to the broker")
         return self._client
 
-    async def subscribe(self, topics: list[str]) -> None:
-        await self._connected_client().subscribe(topics, self._settings.qos)
+    async def subscribe(self, subscriptions: list[Subscription]) -> None:
+        await self._connected_client().subscribe(
+            [each.topic for each in subscriptions],
+            self._settings.qos,
+            no_local={each.topic for each in subscriptions if each.no_local},
+        )
 
     async def unsubscribe(self, topics: list[str]) -> None:
         await self._connected_client().unsubscribe(topics)

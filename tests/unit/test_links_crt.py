@@ -10,12 +10,12 @@ import pytest
 from awscrt import auth, http, mqtt5
 
 from gateway.links import LinkMisconfigured
+from gateway.links.broker_url import region_of_iot_endpoint
 from gateway.links.crt_clients import (
     CrtClientFactory,
     CrtEndpoint,
     alpn_protocols,
     crt_endpoint,
-    region_of_iot_endpoint,
     sigv4_handshake_signer,
 )
 from gateway.links.tls import TlsConfigError, TlsMaterial
