@@ -8,10 +8,10 @@ same moment share SUBSCRIBE packets (`batching.py`).
 One connection per CP across replicas is kept with claims: when a CP connects, its gateway
 publishes `{"gateway", "connection", "at"}` on the CP's claim topic, to which every gateway
 holding that CP is subscribed (with MQTT 5 "no local": a gateway does not get its own claims
-back; within one gateway the newest connection wins without them). The newest claim wins (ordered by time, then gateway id, then
-connection id, so every replica takes the same decision); a holder that sees a newer claim closes
-its connection with 1000, and a holder that sees an older one re-publishes its own so the other
-side learns it lost.
+back; within one gateway the newest connection wins without them). The newest claim wins
+(ordered by time, then gateway id, then connection id, so every replica takes the same decision);
+a holder that sees a newer claim closes its connection with 1000, and a holder that sees an older
+one re-publishes its own so the other side learns it lost.
 """
 
 from __future__ import annotations
