@@ -16,6 +16,9 @@ resource "aws_cloudwatch_log_group" "gateway" {
 }
 
 locals {
+  # Published by IoT Core when a Thing is deleted, once Thing events are on (iot.tf).
+  thing_deleted_topic = "$aws/events/thing/+/deleted"
+
   # Defaults for AWS; var.environment overrides any of them.
   gateway_environment = merge(
     {
@@ -30,6 +33,10 @@ locals {
       # MQTT over WebSockets signed with the task role (SigV4): no device certificate needed.
       IOT_PORT   = "443"
       AWS_REGION = local.region
+      # Thing-deleted events close a charge point at once (var.registry_events). Off is a blank,
+      # which the gateway trims to empty: an empty value would give the task definition a
+      # permanent diff (hashicorp/terraform-provider-aws#39533).
+      GATEWAY_REGISTRY_EVENTS_TOPIC = var.registry_events ? local.thing_deleted_topic : " "
     },
     var.environment,
   )

@@ -30,6 +30,11 @@ locals {
   shared_link  = lookup(local.gateway_environment, "GATEWAY_LINK_MODE", "per-cp") == "shared"
   claim_topics = replace(lookup(local.gateway_environment, "GATEWAY_TOPIC_CLAIM", "ocpp-gateway/claims/{cp_id}"), "{cp_id}", "*")
 
+  # The registry events watcher's topic filter (blank: off), and as a policy resource.
+  registry_events_topic = trimspace(local.gateway_environment["GATEWAY_REGISTRY_EVENTS_TOPIC"])
+  registry_events       = local.registry_events_topic != ""
+  registry_event_topics = replace(replace(local.registry_events_topic, "+", "*"), "#", "*")
+
   secret_arns    = [for arn in values(var.secrets) : arn if can(regex(":secretsmanager:", arn))]
   parameter_arns = [for arn in values(var.secrets) : arn if can(regex(":ssm:", arn))]
 }
@@ -67,8 +72,9 @@ resource "aws_iam_role_policy" "execution_secrets" {
   policy = data.aws_iam_policy_document.execution_secrets[0].json
 }
 
-# What one gateway may do in IoT Core. The same document is the IoT policy (iot.tf) for
-# gateways that connect with a device certificate instead of the task role.
+# What one gateway may do in IoT Core. The same document, with the registry events
+# watcher's permissions below, is the IoT policy (iot.tf) for gateways that connect with a
+# device certificate instead of the task role.
 data "aws_iam_policy_document" "gateway_iot" {
   statement {
     sid       = "ConnectAsChargePoints"
@@ -110,6 +116,42 @@ data "aws_iam_policy_document" "gateway_iot" {
       sid       = "WatchClaims"
       actions   = ["iot:Subscribe"]
       resources = ["${local.iot_arn_prefix}:topicfilter/${local.claim_topics}"]
+    }
+  }
+}
+
+# The IoT policy: the above, and the registry events watcher (gateway/registry/events.py),
+# which connects as `ocpp-gateway-events-<gateway id>` and subscribes to Thing-deleted events.
+# The watcher needs a certificate: with GATEWAY_MQTT_AUTH=sigv4 the gateway turns it off, so
+# the task role is not given these.
+data "aws_iam_policy_document" "gateway_certificate" {
+  source_policy_documents = [data.aws_iam_policy_document.gateway_iot.json]
+
+  # Also within client/* above; named so that narrowing that keeps the watcher connecting.
+  dynamic "statement" {
+    for_each = local.registry_events ? [1] : []
+    content {
+      sid       = "ConnectEventsWatcher"
+      actions   = ["iot:Connect"]
+      resources = ["${local.iot_arn_prefix}:client/ocpp-gateway-events-*"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = local.registry_events ? [1] : []
+    content {
+      sid       = "SubscribeToRegistryEvents"
+      actions   = ["iot:Subscribe"]
+      resources = ["${local.iot_arn_prefix}:topicfilter/${local.registry_event_topics}"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = local.registry_events ? [1] : []
+    content {
+      sid       = "ReceiveRegistryEvents"
+      actions   = ["iot:Receive"]
+      resources = ["${local.iot_arn_prefix}:topic/${local.registry_event_topics}"]
     }
   }
 }

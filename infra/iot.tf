@@ -1,9 +1,24 @@
-# IoT Core: the gateway's IoT policy, the charge point Things and the rule that hands every
-# CP frame to the processor through a queue.
+# IoT Core: the gateway's IoT policy, Thing events, the charge point Things and the rule that
+# hands every CP frame to the processor through a queue.
 
 resource "aws_iot_policy" "gateway" {
   name   = "${var.name}-gateway"
-  policy = data.aws_iam_policy_document.gateway_iot.json
+  policy = data.aws_iam_policy_document.gateway_certificate.json
+}
+
+# Thing registry events ($aws/events/thing/<name>/created|updated|deleted), off in a new
+# account. This setting is account-wide (one per account and region), shared with every other
+# stack there: deleting this resource (destroy, or registry_events = false) leaves it on. Only
+# THING is set; the other event types keep their settings. The provider reads every event type
+# back, which would plan an update on every run: later differences are ignored.
+resource "aws_iot_event_configurations" "things" {
+  count = var.registry_events ? 1 : 0
+
+  event_configurations = { THING = true }
+
+  lifecycle {
+    ignore_changes = [event_configurations]
+  }
 }
 
 resource "aws_iot_thing" "charge_point" {

@@ -6,7 +6,10 @@
 
 moto 5.2 implements every resource `infra/` declares, except the tag operations of IoT Core and
 Application Auto Scaling (the provider calls them after creating a resource and retries an HTTP
-500 for minutes). `serve` adds those operations, keeping tags in memory, before starting moto.
+500 for minutes) and IoT Core's event configurations (`aws_iot_event_configurations`: moto
+answers UpdateEventConfigurations and DescribeEventConfigurations with an HTTP 500, "not
+implemented"). `serve` adds those operations, keeping tags and event settings in memory, before
+starting moto.
 
 The provider is pointed at moto by an override file written next to a copy of `infra/`; the
 configuration itself is applied unchanged.
@@ -113,10 +116,47 @@ def install_tag_stubs() -> None:
     ApplicationAutoScalingResponse.list_tags_for_resource = scaling_list_tags_for_resource  # type: ignore[attr-defined]
 
 
+def install_event_configuration_stubs() -> None:
+    """Give moto's IoT the account's event configurations, per region, in memory.
+
+    As in AWS, every event type is reported, disabled until enabled, and an update changes only
+    the types it names.
+    """
+    import botocore.session
+    from botocore.model import StringShape
+    from moto.core.responses import ActionResult, EmptyResult
+    from moto.iot.responses import IoTResponse
+
+    shape = botocore.session.get_session().get_service_model("iot").shape_for("EventType")
+    assert isinstance(shape, StringShape)
+    event_types: list[str] = list(shape.enum)
+    settings: dict[str, dict[str, bool]] = {}
+
+    def region_settings(response: Any) -> dict[str, bool]:
+        return settings.setdefault(response.region, dict.fromkeys(event_types, False))
+
+    def update_event_configurations(self: Any) -> ActionResult:
+        changes = self._get_param("eventConfigurations") or {}
+        region_settings(self).update(
+            {name: bool(value.get("Enabled")) for name, value in changes.items()}
+        )
+        return EmptyResult()
+
+    def describe_event_configurations(self: Any) -> ActionResult:
+        current = region_settings(self)
+        return ActionResult(
+            {"eventConfigurations": {name: {"Enabled": on} for name, on in current.items()}}
+        )
+
+    IoTResponse.update_event_configurations = update_event_configurations  # type: ignore[attr-defined]
+    IoTResponse.describe_event_configurations = describe_event_configurations  # type: ignore[attr-defined]
+
+
 def serve(host: str, port: int) -> None:
     # The ECS task execution role attaches an AWS managed policy: moto must know it.
     os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
     install_tag_stubs()
+    install_event_configuration_stubs()
     from moto.server import main as moto_main
 
     moto_main(["-H", host, "-p", str(port)])
@@ -325,7 +365,9 @@ def apply_and_destroy(keep: bool = False) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve_command = commands.add_parser("serve", help="moto_server with the tag stubs")
+    serve_command = commands.add_parser(
+        "serve", help="moto_server with the tag and event configuration stubs"
+    )
     serve_command.add_argument("--host", default="127.0.0.1")
     serve_command.add_argument("--port", type=int, default=5000)
     apply_command = commands.add_parser("apply", help="apply infra/ against moto, then destroy")

@@ -199,6 +199,90 @@ run "cpu_target_tracking_defaults_to_60_percent" {
   }
 }
 
+run "thing_events_on_and_the_watcher_allowed_by_default" {
+  command = plan
+
+  override_data {
+    target = data.aws_iam_policy_document.gateway_certificate
+    values = {
+      json = "{\"Version\":\"2012-10-17\",\"Statement\":[{\"Sid\":\"ConnectEventsWatcher\"}]}"
+    }
+  }
+
+  assert {
+    condition     = length(aws_iot_event_configurations.things) == 1 && aws_iot_event_configurations.things[0].event_configurations == tomap({ THING = true })
+    error_message = "Thing registry events must be turned on, and no other event type touched"
+  }
+  assert {
+    condition = contains(
+      jsondecode(aws_ecs_task_definition.gateway.container_definitions)[0].environment,
+      { name = "GATEWAY_REGISTRY_EVENTS_TOPIC", value = "$aws/events/thing/+/deleted" }
+    )
+    error_message = "the gateway must be told to watch Thing-deleted events"
+  }
+  assert {
+    condition = [for s in data.aws_iam_policy_document.gateway_certificate.statement : [s.sid, one(s.actions), one(s.resources)]] == [
+      ["ConnectEventsWatcher", "iot:Connect", "arn:aws:iot:us-east-1:123456789012:client/ocpp-gateway-events-*"],
+      ["SubscribeToRegistryEvents", "iot:Subscribe", "arn:aws:iot:us-east-1:123456789012:topicfilter/$aws/events/thing/*/deleted"],
+      ["ReceiveRegistryEvents", "iot:Receive", "arn:aws:iot:us-east-1:123456789012:topic/$aws/events/thing/*/deleted"],
+    ]
+    error_message = "the IoT policy must let the events watcher connect, subscribe to and receive Thing-deleted events, and nothing more"
+  }
+  assert {
+    condition     = data.aws_iam_policy_document.gateway_certificate.source_policy_documents == tolist([data.aws_iam_policy_document.gateway_iot.json])
+    error_message = "the IoT policy must hold the charge point permissions too"
+  }
+  assert {
+    condition     = aws_iot_policy.gateway.policy == data.aws_iam_policy_document.gateway_certificate.json
+    error_message = "the IoT policy must be the document with the watcher's permissions"
+  }
+  assert {
+    condition     = aws_iam_role_policy.task_iot.policy == data.aws_iam_policy_document.gateway_iot.json && aws_iam_role_policy.task_iot.policy != aws_iot_policy.gateway.policy
+    error_message = "the task role gets no watcher permissions: with SigV4 the gateway runs no watcher"
+  }
+}
+
+run "thing_events_off" {
+  command = plan
+
+  variables {
+    registry_events = false
+  }
+
+  assert {
+    condition     = length(aws_iot_event_configurations.things) == 0
+    error_message = "the account's event configuration must be left alone"
+  }
+  assert {
+    condition = contains(
+      jsondecode(aws_ecs_task_definition.gateway.container_definitions)[0].environment,
+      { name = "GATEWAY_REGISTRY_EVENTS_TOPIC", value = " " }
+    )
+    error_message = "the watcher must be turned off with a blank topic (the gateway trims it to empty)"
+  }
+  assert {
+    condition     = length(data.aws_iam_policy_document.gateway_certificate.statement) == 0
+    error_message = "no watcher, no watcher permissions"
+  }
+}
+
+run "watcher_permissions_follow_an_overridden_topic" {
+  command = plan
+
+  variables {
+    environment = { GATEWAY_REGISTRY_EVENTS_TOPIC = "fleet/registry/+/deleted" }
+  }
+
+  assert {
+    condition = [for s in data.aws_iam_policy_document.gateway_certificate.statement : one(s.resources)] == [
+      "arn:aws:iot:us-east-1:123456789012:client/ocpp-gateway-events-*",
+      "arn:aws:iot:us-east-1:123456789012:topicfilter/fleet/registry/*/deleted",
+      "arn:aws:iot:us-east-1:123456789012:topic/fleet/registry/*/deleted",
+    ]
+    error_message = "the policy must name the topic the gateway subscribes to"
+  }
+}
+
 run "scaling_settings_follow_the_variables" {
   command = plan
 

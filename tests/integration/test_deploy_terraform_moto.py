@@ -98,6 +98,7 @@ def test_fargate_service_runs_the_task_definition(deployment: Deployment) -> Non
     assert environment["IOT_ENDPOINT"] == deployment.outputs["iot_endpoint"]
     assert environment["GATEWAY_REGISTRY"] == "aws-iot"
     assert environment["GATEWAY_MQTT_AUTH"] == "sigv4"
+    assert environment["GATEWAY_REGISTRY_EVENTS_TOPIC"] == "$aws/events/thing/+/deleted"
 
 
 def test_cpu_target_tracking_scales_the_service(deployment: Deployment) -> None:
@@ -143,7 +144,17 @@ def test_task_role_may_only_bridge_charge_points(deployment: Deployment) -> None
 def test_iot_policy_thing_and_rule_to_the_queue(deployment: Deployment) -> None:
     iot = deployment.client("iot")
     policy = iot.get_policy(policyName="ocpp-gateway-gateway")
-    assert "ConnectAsChargePoints" in policy_statements(policy["policyDocument"])
+    statements = policy_statements(policy["policyDocument"])
+    assert "ConnectAsChargePoints" in statements
+    prefix = "arn:aws:iot:us-east-1:123456789012"
+    assert {sid: statements[sid] for sid in statements if "Events" in sid} == {
+        "ConnectEventsWatcher": (["iot:Connect"], [f"{prefix}:client/ocpp-gateway-events-*"]),
+        "SubscribeToRegistryEvents": (
+            ["iot:Subscribe"],
+            [f"{prefix}:topicfilter/$aws/events/thing/*/deleted"],
+        ),
+        "ReceiveRegistryEvents": (["iot:Receive"], [f"{prefix}:topic/$aws/events/thing/*/deleted"]),
+    }
     assert iot.describe_thing(thingName="CP1")["thingName"] == "CP1"
     rule = iot.get_topic_rule(ruleName="ocpp_gateway_frames_to_queue")["rule"]
     assert "FROM '+/in'" in rule["sql"]
@@ -151,6 +162,12 @@ def test_iot_policy_thing_and_rule_to_the_queue(deployment: Deployment) -> None:
     (action,) = rule["actions"]
     assert action["sqs"]["queueUrl"].endswith("/ocpp-gateway-frames")
     assert rule["errorAction"]["sqs"]["queueUrl"].endswith("/ocpp-gateway-frames-dead-letter")
+
+
+def test_thing_events_are_on_and_nothing_else_changed(deployment: Deployment) -> None:
+    configurations = deployment.client("iot").describe_event_configurations()
+    enabled = {name for name, c in configurations["eventConfigurations"].items() if c["Enabled"]}
+    assert enabled == {"THING"}
 
 
 def test_queue_hands_failures_to_the_dead_letter_queue(deployment: Deployment) -> None:
