@@ -10,9 +10,11 @@ The payload (https://docs.aws.amazon.com/iot/latest/developerguide/registry-even
     {"eventType": "THING_EVENT", "operation": "DELETED", "thingName": "CP1",
      "eventId": "...", "timestamp": 1234567890123, "accountId": "...", "thingId": "...", ...}
 
-`RegistryEventWatcher` subscribes with a small MQTT 5 client of its own (client id
+The watcher subscribes with a small MQTT 5 client of its own (client id
 `ocpp-gateway-events-<gateway id>`) on the gateway's broker, and for each deleted Thing calls
-back, which makes the registry answer "no" for the id and closes its session. Without events
+back, which makes the registry answer "no" for the id and closes its session. It connects like
+the link does: `AiomqttEventWatcher` with TLS and a device certificate, `CrtEventWatcher`
+(`events_crt.py`) over WebSockets signed with SigV4. Without events
 (turned off, not enabled in the account, or the watcher disconnected) a deleted Thing is still
 closed by the periodic re-validation, once its cached answer expires.
 """
@@ -94,27 +96,24 @@ def refused_code(granted: Sequence[int | ReasonCode]) -> int | None:
     return None
 
 
+def refusal_message(topic: str, code: str) -> str:
+    return (
+        f"the broker refused the subscription to {topic!r} ({code}): allow iot:Subscribe on it "
+        "and iot:Receive on its topics in the gateway's IoT policy, or set "
+        "GATEWAY_REGISTRY_EVENTS_TOPIC= to turn it off"
+    )
+
+
 class RegistryEventWatcher:
-    def __init__(
-        self,
-        *,
-        broker_url: str,
-        topic: str,
-        client_id: str,
-        timeout: float = 5.0,
-        keepalive: int = 60,
-        tls_context: ssl.SSLContext | None = None,
-    ) -> None:
+    """What every watcher does once a message arrives, whatever its MQTT client."""
+
+    def __init__(self, *, topic: str, client_id: str, timeout: float) -> None:
         self.topic = topic
         self.client_id = client_id
-        self._address = parse_broker_url(broker_url)
         self._timeout = timeout
-        self._keepalive = keepalive
-        self._tls_context = tls_context
         self._on_deleted: OnDeleted | None = None
         self._subscribed = asyncio.Event()
         self._first_attempt_done = asyncio.Event()
-        self._runner: asyncio.Task[None] | None = None
         self._callbacks: set[asyncio.Task[object]] = set()
 
     @property
@@ -128,9 +127,12 @@ class RegistryEventWatcher:
         retried): an unreachable broker never stops the gateway from starting.
         """
         self._on_deleted = on_deleted
-        self._runner = asyncio.create_task(self._run(), name="registry-events")
+        self._connect()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._first_attempt_done.wait(), 2 * self._timeout)
+
+    def _connect(self) -> None:
+        raise NotImplementedError
 
     async def wait_subscribed(self) -> None:
         await self._subscribed.wait()
@@ -139,76 +141,25 @@ class RegistryEventWatcher:
         tasks: list[asyncio.Task[object]] = [*self._callbacks]
         for task in tasks:
             task.cancel()
-        if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
-            self._runner = None
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run(self) -> None:
-        delays = backoff_delays(initial=RETRY_INITIAL, maximum=RETRY_MAXIMUM)
-        while True:
-            try:
-                async with self._client() as client:
-                    await self._subscribe(client)
-                    delays = backoff_delays(initial=RETRY_INITIAL, maximum=RETRY_MAXIMUM)
-                    async for message in client.messages:
-                        self._handle(message)
-                problem = "the broker ended the subscription"
-            except (aiomqtt.MqttError, OSError) as exc:
-                problem = str(exc) or type(exc).__name__
-            except SubscriptionRefused as exc:
-                problem = str(exc)
-            except Exception as exc:
-                # A bug must not end the watcher for good: log it in full, then start over.
-                log.exception("registry.events_failed", topic=self.topic)
-                problem = repr(exc)
-            self._subscribed.clear()
-            self._first_attempt_done.set()
-            delay = next(delays)
-            log.warning(
-                "registry.events_unavailable",
-                topic=self.topic,
-                error=problem,
-                retry_in=round(delay, 2),
-                hint="deleted Things are still closed by re-validation, after their cache expires",
-            )
-            await asyncio.sleep(delay)
-
-    def _client(self) -> aiomqtt.Client:
-        address = self._address
-        return aiomqtt.Client(
-            hostname=address.host,
-            port=address.port,
-            identifier=self.client_id,
-            username=address.username,
-            password=address.password,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=True,
-            timeout=self._timeout,
-            keepalive=self._keepalive,
-            tls_context=(self._tls_context or ssl.create_default_context())
-            if address.tls
-            else None,
-        )
-
-    async def _subscribe(self, client: aiomqtt.Client) -> None:
-        granted = await client.subscribe(self.topic, qos=1)
-        code = refused_code(granted)
-        if code is not None:
-            raise SubscriptionRefused(
-                f"the broker refused the subscription to {self.topic!r} (reason code "
-                f"0x{code:02X}): allow iot:Subscribe on it and iot:Receive on its topics in "
-                "the gateway's IoT policy, or set GATEWAY_REGISTRY_EVENTS_TOPIC= to turn it off"
-            )
+    def _now_subscribed(self) -> None:
         self._subscribed.set()
         self._first_attempt_done.set()
         log.info("registry.events_subscribed", topic=self.topic, client_id=self.client_id)
 
-    def _handle(self, message: aiomqtt.Message) -> None:
-        topic = str(message.topic)
-        payload = message.payload
+    def _unavailable(self, problem: str, retry_in: float | None) -> None:
+        self._subscribed.clear()
+        self._first_attempt_done.set()
+        log.warning(
+            "registry.events_unavailable",
+            topic=self.topic,
+            error=problem,
+            retry_in=None if retry_in is None else round(retry_in, 2),
+            hint="deleted Things are still closed by re-validation, after their cache expires",
+        )
+
+    def handle_event(self, topic: str, payload: object) -> None:
         try:
             if not isinstance(payload, bytes | bytearray):
                 raise InvalidRegistryEvent("not a binary payload")
@@ -236,28 +187,103 @@ class RegistryEventWatcher:
             )
 
 
+class AiomqttEventWatcher(RegistryEventWatcher):
+    """The watcher on aiomqtt: plain MQTT, or TLS with a device certificate."""
+
+    def __init__(
+        self,
+        *,
+        broker_url: str,
+        topic: str,
+        client_id: str,
+        timeout: float = 5.0,
+        keepalive: int = 60,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(topic=topic, client_id=client_id, timeout=timeout)
+        self._address = parse_broker_url(broker_url)
+        self._keepalive = keepalive
+        self._tls_context = tls_context
+        self._runner: asyncio.Task[None] | None = None
+
+    def _connect(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="registry-events")
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+        await super().close()
+
+    async def _run(self) -> None:
+        delays = backoff_delays(initial=RETRY_INITIAL, maximum=RETRY_MAXIMUM)
+        while True:
+            try:
+                async with self._client() as client:
+                    await self._subscribe(client)
+                    delays = backoff_delays(initial=RETRY_INITIAL, maximum=RETRY_MAXIMUM)
+                    async for message in client.messages:
+                        self.handle_event(str(message.topic), message.payload)
+                problem = "the broker ended the subscription"
+            except (aiomqtt.MqttError, OSError) as exc:
+                problem = str(exc) or type(exc).__name__
+            except SubscriptionRefused as exc:
+                problem = str(exc)
+            except Exception as exc:
+                # A bug must not end the watcher for good: log it in full, then start over.
+                log.exception("registry.events_failed", topic=self.topic)
+                problem = repr(exc)
+            delay = next(delays)
+            self._unavailable(problem, retry_in=delay)
+            await asyncio.sleep(delay)
+
+    def _client(self) -> aiomqtt.Client:
+        address = self._address
+        return aiomqtt.Client(
+            hostname=address.host,
+            port=address.port,
+            identifier=self.client_id,
+            username=address.username,
+            password=address.password,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=True,
+            timeout=self._timeout,
+            keepalive=self._keepalive,
+            tls_context=(self._tls_context or ssl.create_default_context())
+            if address.tls
+            else None,
+        )
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        granted = await client.subscribe(self.topic, qos=1)
+        code = refused_code(granted)
+        if code is not None:
+            raise SubscriptionRefused(refusal_message(self.topic, f"reason code 0x{code:02X}"))
+        self._now_subscribed()
+
+
 def build_event_watcher(settings: Settings, gateway_id: str) -> RegistryEventWatcher | None:
     """The watcher the settings ask for, or None when `GATEWAY_REGISTRY_EVENTS_TOPIC` is empty."""
     topic = settings.registry_events_topic
     if not topic:
         return None
+    client_id = CLIENT_ID_PREFIX + gateway_id
     if settings.mqtt_auth is MqttAuth.SIGV4:
-        # aiomqtt cannot sign WebSockets with SigV4; only the CRT link can.
-        log.warning(
-            "registry.events_off",
-            reason="GATEWAY_MQTT_AUTH=sigv4: the event watcher needs a certificate to connect",
-            hint="deleted Things are closed by re-validation, after their cache expires",
-        )
-        return None
+        # aiomqtt cannot sign WebSockets with SigV4; the CRT can.
+        from gateway.registry.events_crt import CrtEventWatcher
+
+        return CrtEventWatcher(settings, topic=topic, client_id=client_id)
     tls_context = None
     if parse_broker_url(settings.mqtt_url).tls:
         from gateway.links.tls import tls_context_for
 
         tls_context = tls_context_for(settings)
-    return RegistryEventWatcher(
+    return AiomqttEventWatcher(
         broker_url=settings.mqtt_url,
         topic=topic,
-        client_id=CLIENT_ID_PREFIX + gateway_id,
+        client_id=client_id,
         timeout=settings.mqtt_timeout,
         keepalive=settings.mqtt_keepalive,
         tls_context=tls_context,

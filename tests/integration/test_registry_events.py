@@ -20,14 +20,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway.registry.aws_iot import AwsIotRegistry
-from gateway.registry.events import RegistryEventWatcher, build_event_watcher
+from gateway.registry.events import AiomqttEventWatcher, RegistryEventWatcher, build_event_watcher
+from gateway.registry.events_crt import CrtEventWatcher
 from gateway.server import Gateway
 from gateway.settings import Settings
 from tests.support.aws import MotoServer, isolate_from_real_aws
 from tests.support.gateway import running_gateway, ws_url
 from tests.support.mosquitto import MosquittoProcess
 from tests.support.mqtt import mqtt_peer
-from tests.support.tls import BROKER_HOST, TlsBroker, make_pki
+from tests.support.tls import BROKER_HOST, STATIC_AWS_CREDENTIALS, TlsBroker, make_pki
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
@@ -207,12 +208,60 @@ async def test_the_watcher_connects_with_mutual_tls_like_the_link() -> None:
 
 
 async def test_an_unreachable_broker_does_not_hold_up_the_start(unused_tcp_port: int) -> None:
-    watcher = RegistryEventWatcher(
+    watcher = AiomqttEventWatcher(
         broker_url=f"mqtt://127.0.0.1:{unused_tcp_port}",
         topic="$aws/events/thing/+/deleted",
         client_id="events-nowhere",
         timeout=1.0,
     )
+    with capture_logs() as logs:
+        await watcher.start(Deleted())
+    await watcher.close()
+    assert not watcher.subscribed
+    problem = next(entry for entry in logs if entry["event"] == "registry.events_unavailable")
+    assert "re-validation" in problem["hint"]
+
+
+async def test_the_watcher_signs_with_sigv4_through_the_crt_like_the_link(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in STATIC_AWS_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    pki = make_pki()
+    broker = TlsBroker(pki).start()  # its WebSocket listener takes the presigned URL as is
+    try:
+        settings = Settings(
+            _env_file=None,
+            registry="aws-iot",
+            link_impl="awscrt",
+            mqtt_auth="sigv4",
+            mqtt_url=f"mqtts://{BROKER_HOST}:{broker.websockets_port}",
+            mqtt_ca_file=pki.ca,
+        )
+        watcher = build_event_watcher(settings, "gw-sigv4")
+        assert isinstance(watcher, CrtEventWatcher)
+        deleted = Deleted()
+        await watcher.start(deleted)
+        try:
+            assert watcher.subscribed
+            await publish_deleted(broker.plain_url, "CP-SIGV4")
+            assert await asyncio.wait_for(deleted.names.get(), 10) == "CP-SIGV4"
+            await publish(broker.plain_url, "$aws/events/thing/CP-SIGV4/deleted", b"garbage")
+            await publish_deleted(broker.plain_url, "CP-SIGV4-2")
+            assert await asyncio.wait_for(deleted.names.get(), 10) == "CP-SIGV4-2"
+        finally:
+            await watcher.close()
+    finally:
+        broker.stop()
+
+
+async def test_an_unreachable_broker_does_not_hold_up_the_crt_watcher(
+    unused_tcp_port: int,
+) -> None:
+    settings = Settings(
+        _env_file=None, link_impl="awscrt", mqtt_url=f"mqtt://127.0.0.1:{unused_tcp_port}"
+    )
+    watcher = CrtEventWatcher(settings, topic="$aws/events/thing/+/deleted", client_id="nowhere")
     with capture_logs() as logs:
         await watcher.start(Deleted())
     await watcher.close()

@@ -9,7 +9,6 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
-from structlog.testing import capture_logs
 
 from gateway.registry.events import (
     MAX_EVENT_BYTES,
@@ -18,6 +17,7 @@ from gateway.registry.events import (
     deleted_thing_name,
     refused_code,
 )
+from gateway.registry.events_crt import CrtEventWatcher
 from gateway.settings import THING_DELETED_TOPIC, Settings
 
 
@@ -153,14 +153,17 @@ def test_no_watcher_without_a_topic() -> None:
     assert build_event_watcher(settings(registry="static"), "gw1") is None
 
 
-def test_with_sigv4_the_watcher_is_off_and_says_why() -> None:
+def test_with_sigv4_the_watcher_connects_through_the_crt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
     sigv4 = settings(
         registry="aws-iot",
         link_impl="awscrt",
         mqtt_auth="sigv4",
         mqtt_url="mqtts://example-ats.iot.eu-west-1.amazonaws.com:443",
     )
-    with capture_logs() as logs:
-        assert build_event_watcher(sigv4, "gw1") is None
-    assert logs[0]["event"] == "registry.events_off"
-    assert "re-validation" in logs[0]["hint"]
+    watcher = build_event_watcher(sigv4, "gw1")
+    assert isinstance(watcher, CrtEventWatcher)
+    assert watcher.client_id == "ocpp-gateway-events-gw1"
