@@ -72,9 +72,7 @@ resource "aws_iam_role_policy" "execution_secrets" {
   policy = data.aws_iam_policy_document.execution_secrets[0].json
 }
 
-# What one gateway may do in IoT Core. The same document, with the registry events
-# watcher's permissions below, is the IoT policy (iot.tf) for gateways that connect with a
-# device certificate instead of the task role.
+# What one gateway's charge point connections may do in IoT Core.
 data "aws_iam_policy_document" "gateway_iot" {
   statement {
     sid       = "ConnectAsChargePoints"
@@ -120,11 +118,11 @@ data "aws_iam_policy_document" "gateway_iot" {
   }
 }
 
-# The IoT policy: the above, and the registry events watcher (gateway/registry/events.py),
-# which connects as `ocpp-gateway-events-<gateway id>` and subscribes to Thing-deleted events.
-# The watcher needs a certificate: with GATEWAY_MQTT_AUTH=sigv4 the gateway turns it off, so
-# the task role is not given these.
-data "aws_iam_policy_document" "gateway_certificate" {
+# Everything a gateway does on the broker: the above, and the registry events watcher
+# (gateway/registry/events.py), which connects as `ocpp-gateway-events-<gateway id>` and
+# subscribes to Thing-deleted events. The task role (SigV4) and the IoT policy (a device
+# certificate) both get this document.
+data "aws_iam_policy_document" "gateway_broker" {
   source_policy_documents = [data.aws_iam_policy_document.gateway_iot.json]
 
   # Also within client/* above; named so that narrowing that keeps the watcher connecting.
@@ -172,7 +170,7 @@ resource "aws_iam_role" "task" {
 resource "aws_iam_role_policy" "task_iot" {
   name   = "bridge-charge-points"
   role   = aws_iam_role.task.id
-  policy = data.aws_iam_policy_document.gateway_iot.json
+  policy = data.aws_iam_policy_document.gateway_broker.json
 }
 
 resource "aws_iam_role_policy" "task_registry" {

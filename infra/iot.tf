@@ -3,7 +3,7 @@
 
 resource "aws_iot_policy" "gateway" {
   name   = "${var.name}-gateway"
-  policy = data.aws_iam_policy_document.gateway_certificate.json
+  policy = data.aws_iam_policy_document.gateway_broker.json
 }
 
 # Thing registry events ($aws/events/thing/<name>/created|updated|deleted), off in a new

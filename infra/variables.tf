@@ -226,7 +226,7 @@ variable "things" {
 }
 
 variable "registry_events" {
-  description = "Close a charge point at once when its Thing is deleted: turn on IoT Core's Thing registry events, run the gateway's watcher of them (GATEWAY_REGISTRY_EVENTS_TOPIC; it runs only with a device certificate, not with GATEWAY_MQTT_AUTH=sigv4) and allow it in the gateway's IoT policy. The event setting is account-wide (every Thing in this account and region, shared with other stacks) and stays on after destroy. false: deleted Things are closed by re-validation only, after their cached answer expires."
+  description = "Close a charge point at once when its Thing is deleted: turn on IoT Core's Thing registry events, run the gateway's watcher of them (GATEWAY_REGISTRY_EVENTS_TOPIC) and allow it in the task role and the gateway's IoT policy. The event setting is account-wide (every Thing in this account and region, shared with other stacks) and stays on after destroy. false: deleted Things are closed by re-validation only, after their cached answer expires."
   type        = bool
   default     = true
 }

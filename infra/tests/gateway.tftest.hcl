@@ -203,7 +203,7 @@ run "thing_events_on_and_the_watcher_allowed_by_default" {
   command = plan
 
   override_data {
-    target = data.aws_iam_policy_document.gateway_certificate
+    target = data.aws_iam_policy_document.gateway_broker
     values = {
       json = "{\"Version\":\"2012-10-17\",\"Statement\":[{\"Sid\":\"ConnectEventsWatcher\"}]}"
     }
@@ -221,7 +221,7 @@ run "thing_events_on_and_the_watcher_allowed_by_default" {
     error_message = "the gateway must be told to watch Thing-deleted events"
   }
   assert {
-    condition = [for s in data.aws_iam_policy_document.gateway_certificate.statement : [s.sid, one(s.actions), one(s.resources)]] == [
+    condition = [for s in data.aws_iam_policy_document.gateway_broker.statement : [s.sid, one(s.actions), one(s.resources)]] == [
       ["ConnectEventsWatcher", "iot:Connect", "arn:aws:iot:us-east-1:123456789012:client/ocpp-gateway-events-*"],
       ["SubscribeToRegistryEvents", "iot:Subscribe", "arn:aws:iot:us-east-1:123456789012:topicfilter/$aws/events/thing/*/deleted"],
       ["ReceiveRegistryEvents", "iot:Receive", "arn:aws:iot:us-east-1:123456789012:topic/$aws/events/thing/*/deleted"],
@@ -229,16 +229,16 @@ run "thing_events_on_and_the_watcher_allowed_by_default" {
     error_message = "the IoT policy must let the events watcher connect, subscribe to and receive Thing-deleted events, and nothing more"
   }
   assert {
-    condition     = data.aws_iam_policy_document.gateway_certificate.source_policy_documents == tolist([data.aws_iam_policy_document.gateway_iot.json])
+    condition     = data.aws_iam_policy_document.gateway_broker.source_policy_documents == tolist([data.aws_iam_policy_document.gateway_iot.json])
     error_message = "the IoT policy must hold the charge point permissions too"
   }
   assert {
-    condition     = aws_iot_policy.gateway.policy == data.aws_iam_policy_document.gateway_certificate.json
+    condition     = aws_iot_policy.gateway.policy == data.aws_iam_policy_document.gateway_broker.json
     error_message = "the IoT policy must be the document with the watcher's permissions"
   }
   assert {
-    condition     = aws_iam_role_policy.task_iot.policy == data.aws_iam_policy_document.gateway_iot.json && aws_iam_role_policy.task_iot.policy != aws_iot_policy.gateway.policy
-    error_message = "the task role gets no watcher permissions: with SigV4 the gateway runs no watcher"
+    condition     = aws_iam_role_policy.task_iot.policy == aws_iot_policy.gateway.policy
+    error_message = "the task role (SigV4) must allow what the IoT policy (certificate) allows, the watcher included"
   }
 }
 
@@ -261,7 +261,7 @@ run "thing_events_off" {
     error_message = "the watcher must be turned off with a blank topic (the gateway trims it to empty)"
   }
   assert {
-    condition     = length(data.aws_iam_policy_document.gateway_certificate.statement) == 0
+    condition     = length(data.aws_iam_policy_document.gateway_broker.statement) == 0
     error_message = "no watcher, no watcher permissions"
   }
 }
@@ -274,7 +274,7 @@ run "watcher_permissions_follow_an_overridden_topic" {
   }
 
   assert {
-    condition = [for s in data.aws_iam_policy_document.gateway_certificate.statement : one(s.resources)] == [
+    condition = [for s in data.aws_iam_policy_document.gateway_broker.statement : one(s.resources)] == [
       "arn:aws:iot:us-east-1:123456789012:client/ocpp-gateway-events-*",
       "arn:aws:iot:us-east-1:123456789012:topicfilter/fleet/registry/*/deleted",
       "arn:aws:iot:us-east-1:123456789012:topic/fleet/registry/*/deleted",

@@ -134,6 +134,12 @@ def test_task_role_may_only_bridge_charge_points(deployment: Deployment) -> None
         "PublishChargePointFrames": (["iot:Publish"], [f"{prefix}:topic/*/in"]),
         "ReceiveAnswers": (["iot:Receive"], [f"{prefix}:topic/*/out"]),
         "SubscribeToAnswers": (["iot:Subscribe"], [f"{prefix}:topicfilter/*/out"]),
+        "ConnectEventsWatcher": (["iot:Connect"], [f"{prefix}:client/ocpp-gateway-events-*"]),
+        "SubscribeToRegistryEvents": (
+            ["iot:Subscribe"],
+            [f"{prefix}:topicfilter/$aws/events/thing/*/deleted"],
+        ),
+        "ReceiveRegistryEvents": (["iot:Receive"], [f"{prefix}:topic/$aws/events/thing/*/deleted"]),
     }
     lookup = iam.get_role_policy(RoleName="ocpp-gateway-task", PolicyName="look-up-things")
     assert policy_statements(json.dumps(lookup["PolicyDocument"])) == {
