@@ -17,6 +17,7 @@ from gateway.observability import Metrics, configure_logging
 from gateway.registry import RegistryMisconfigured, build_registry
 from gateway.registry.events import build_event_watcher
 from gateway.registry.metrics import RegistryCacheCollector
+from gateway.security import SecurityMisconfigured, build_authenticator, build_server_ssl_context
 from gateway.server import Gateway
 from gateway.settings import Settings
 
@@ -34,6 +35,9 @@ def default_gateway_id() -> str:
 
 
 def build_gateway(settings: Settings) -> Gateway:
+    """Raises `SecurityMisconfigured` or `LinkMisconfigured` with the setting to fix."""
+    ssl_context = build_server_ssl_context(settings)
+    authenticator = build_authenticator(settings)
     metrics = Metrics()
     gateway_id = settings.gateway_id or default_gateway_id()
     registry = build_registry(settings)
@@ -44,13 +48,15 @@ def build_gateway(settings: Settings) -> Gateway:
         link=build_link(settings, metrics, gateway_id),
         metrics=metrics,
         registry_events=build_event_watcher(settings, gateway_id),
+        ssl_context=ssl_context,
+        authenticator=authenticator,
     )
 
 
 async def run(settings: Settings) -> int:
     try:
         gateway = build_gateway(settings)
-    except LinkMisconfigured as exc:
+    except (LinkMisconfigured, SecurityMisconfigured) as exc:
         log.error("gateway.misconfigured", error=str(exc))
         return 2
     stop = asyncio.Event()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import Sequence
 from http import HTTPStatus
@@ -26,6 +27,7 @@ from gateway.links.base import Link
 from gateway.observability import Metrics
 from gateway.registry.base import Registry, RegistryUnavailable
 from gateway.registry.events import RegistryEventWatcher
+from gateway.security import AuthRefused, CpAuthenticator
 from gateway.session import Session
 from gateway.sessions import SessionTable
 from gateway.settings import Settings, UnknownIdResponse
@@ -43,12 +45,17 @@ class Gateway:
         link: Link,
         metrics: Metrics,
         registry_events: RegistryEventWatcher | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        authenticator: CpAuthenticator | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.link = link
         self.metrics = metrics
         self.registry_events = registry_events
+        self.ssl_context = ssl_context
+        self.authenticator = authenticator
         self.sessions = SessionTable()
         metrics.cps_held_back.set_function(
             lambda: self.sessions.held_back(settings.backpressure_seconds, time.monotonic())
@@ -68,6 +75,8 @@ class Gateway:
         return self.link.ready and not self._shutting_down
 
     async def start(self) -> None:
+        if self.authenticator is not None:
+            await self.authenticator.start()
         await self.registry.start()
         await self.link.start()
         if self.registry_events is not None:
@@ -77,6 +86,7 @@ class Gateway:
             self._handle,
             settings.host,
             settings.port,
+            ssl=self.ssl_context,
             process_request=self._process_request,
             select_subprotocol=self._select_subprotocol,
             compression="deflate" if settings.compression else None,
@@ -97,6 +107,8 @@ class Gateway:
             host=settings.host,
             port=self.port,
             protocols=settings.protocols,
+            tls=self.ssl_context is not None,
+            security_profile=settings.security_profile.value,
             registry=settings.registry.value,
             link=settings.link_mode.value,
         )
@@ -118,6 +130,8 @@ class Gateway:
                 log.warning("gateway.stop_timeout", seconds=self.settings.shutdown_timeout)
         await self.link.close()
         await self.registry.close()
+        if self.authenticator is not None:
+            await self.authenticator.close()
         log.info("gateway.stopped")
 
     # -- before the upgrade ---------------------------------------------------------------
@@ -129,19 +143,26 @@ class Gateway:
             return self._answer_http(connection, request.path)
         try:
             cp_id = cp_id_from_path(request.path, self.settings.path_prefix)
-            await self._admit(cp_id)
+            await self._admit(cp_id, connection, request)
         except HandshakeRefused as refusal:
             self.metrics.handshakes.labels(outcome=str(refusal.status.value)).inc()
+            details = {"auth": refusal.detail} if isinstance(refusal, AuthRefused) else {}
             log.info(
-                "cp.refused", path=request.path, status=refusal.status.value, reason=refusal.reason
+                "cp.refused",
+                path=request.path,
+                status=refusal.status.value,
+                reason=refusal.reason,
+                **details,
             )
             response = connection.respond(refusal.status, refusal.reason + "\n")
             if refusal.status is HTTPStatus.SERVICE_UNAVAILABLE:
                 response.headers["Retry-After"] = "5"
+            if isinstance(refusal, AuthRefused) and refusal.challenge is not None:
+                response.headers["WWW-Authenticate"] = refusal.challenge
             return response
         return None
 
-    async def _admit(self, cp_id: str) -> None:
+    async def _admit(self, cp_id: str, connection: ServerConnection, request: Request) -> None:
         """Checks that refuse a charge point with an HTTP status, before the upgrade."""
         if not self.ready:
             raise HandshakeRefused(
@@ -153,6 +174,13 @@ class Gateway:
         if len(self.sessions) >= self.settings.max_connections:
             raise HandshakeRefused(
                 HTTPStatus.SERVICE_UNAVAILABLE, "the gateway is at its connection limit"
+            )
+        if self.authenticator is not None:
+            # Before the registry, so that ids cannot be probed without credentials.
+            await self.authenticator.check(
+                cp_id,
+                request.headers.get_all("Authorization"),
+                connection.transport.get_extra_info("peercert"),
             )
         if self.settings.unknown_id_response is UnknownIdResponse.HTTP_404:
             close = await self._registry_refusal(cp_id)

@@ -7,7 +7,7 @@ working.
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Annotated, Self
 
@@ -49,6 +49,15 @@ class MqttAuth(StrEnum):
     CERTIFICATE = "certificate"
     # awscrt only: MQTT over WebSockets signed with the default AWS credential chain.
     SIGV4 = "sigv4"
+
+
+class SecurityProfile(IntEnum):
+    """How charge points prove who they are (OCPP 2.0.1 Part 2 A00; 1.6 security whitepaper)."""
+
+    NONE = 0  # no authentication (today's behaviour); TLS when a certificate is configured
+    BASIC = 1  # HTTP Basic auth, user = cpId, over plain ws://
+    TLS_BASIC = 2  # HTTP Basic auth over wss://
+    TLS_CLIENT_CERT = 3  # wss:// with a client certificate whose subject CN is the cpId
 
 
 # Published by AWS IoT when a Thing is deleted (registry events must be enabled in the account).
@@ -102,6 +111,25 @@ class Settings(BaseSettings):
     max_connections: int = Field(18000, description="beyond this, handshakes get HTTP 503")
     listen_backlog: int = Field(
         4096, ge=1, description="pending TCP connections the kernel queues (capped by somaxconn)"
+    )
+
+    # Charge point security (see docs/security.md)
+    security_profile: SecurityProfile = Field(
+        SecurityProfile.NONE,
+        description="0 none, 1 Basic auth, 2 Basic auth over wss://, 3 client certificates",
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="the gateway's own certificate (PEM, chain after it): serve wss://"
+    )
+    tls_key_file: Path | None = Field(None, description="its private key (PEM, unencrypted)")
+    tls_client_ca_file: Path | None = Field(
+        None, description="profile 3: CA(s) that sign the charge points' client certificates"
+    )
+    password_file: Path | None = Field(
+        None, description="profiles 1 and 2: `cpId:<hash>` lines, edit with `ocpp-things password`"
+    )
+    password_file_poll_interval: float = Field(
+        1.0, gt=0, description="seconds between checks of the password file for changes"
     )
 
     # Registry
@@ -230,6 +258,13 @@ class Settings(BaseSettings):
             raise ValueError("; ".join(problems))
         return self
 
+    @model_validator(mode="after")
+    def _check_cp_security(self) -> Self:
+        problems = cp_security_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @field_validator("path_prefix")
     @classmethod
     def _normalise_prefix(cls, value: str) -> str:
@@ -268,4 +303,52 @@ def broker_security_problems(settings: Settings) -> list[str]:
             problems.append("GATEWAY_MQTT_AUTH=sigv4 chooses its own ALPN: unset GATEWAY_MQTT_ALPN")
         if settings.mqtt_url.startswith("mqtt://"):
             problems.append("GATEWAY_MQTT_AUTH=sigv4 runs over TLS: use mqtts://<endpoint>:443")
+    return problems
+
+
+def cp_security_problems(settings: Settings) -> list[str]:
+    """Contradictions between the security profile and the TLS and password settings."""
+    problems = []
+    profile = settings.security_profile
+    has_cert, has_key = settings.tls_cert_file is not None, settings.tls_key_file is not None
+    if has_cert != has_key:
+        given, missing = ("CERT", "KEY") if has_cert else ("KEY", "CERT")
+        problems.append(
+            f"the gateway's certificate needs its private key: GATEWAY_TLS_{given}_FILE is set "
+            f"but GATEWAY_TLS_{missing}_FILE is not"
+        )
+    uses_passwords = profile in {SecurityProfile.BASIC, SecurityProfile.TLS_BASIC}
+    if uses_passwords and settings.password_file is None:
+        problems.append(
+            f"GATEWAY_SECURITY_PROFILE={profile.value} checks passwords: set GATEWAY_PASSWORD_FILE "
+            "(edit it with `ocpp-things password <cpId>`)"
+        )
+    if not uses_passwords and settings.password_file is not None:
+        problems.append(
+            f"GATEWAY_PASSWORD_FILE is set but GATEWAY_SECURITY_PROFILE={profile.value} does not "
+            "check passwords: use profile 1 (ws://) or 2 (wss://), or unset it"
+        )
+    if profile is SecurityProfile.BASIC and has_cert:
+        problems.append(
+            "GATEWAY_SECURITY_PROFILE=1 is Basic auth over plain ws://; with "
+            "GATEWAY_TLS_CERT_FILE it is profile 2"
+        )
+    if profile in {SecurityProfile.TLS_BASIC, SecurityProfile.TLS_CLIENT_CERT} and not (
+        has_cert or has_key
+    ):
+        problems.append(
+            f"GATEWAY_SECURITY_PROFILE={profile.value} serves wss://: set GATEWAY_TLS_CERT_FILE "
+            "and GATEWAY_TLS_KEY_FILE"
+        )
+    has_client_ca = settings.tls_client_ca_file is not None
+    if profile is SecurityProfile.TLS_CLIENT_CERT and not has_client_ca:
+        problems.append(
+            "GATEWAY_SECURITY_PROFILE=3 checks client certificates: set "
+            "GATEWAY_TLS_CLIENT_CA_FILE to the CA that signs them"
+        )
+    if profile is not SecurityProfile.TLS_CLIENT_CERT and has_client_ca:
+        problems.append(
+            "GATEWAY_TLS_CLIENT_CA_FILE is set but client certificates are checked with "
+            "GATEWAY_SECURITY_PROFILE=3 only"
+        )
     return problems

@@ -3,6 +3,13 @@
     ocpp-things add CP2 [CP3 ...]     register ids; prints {"thingName": "CP2"} per id
     ocpp-things remove CP2 [...]      unregister ids
     ocpp-things list                  prints {"things": [{"thingName": "CP1"}, ...]}
+    ocpp-things password CP1          set CP1's HTTP Basic password (security profiles 1, 2)
+    ocpp-things password --remove CP1 remove it
+
+The password is asked twice on a terminal, else read as one line from standard input; it is
+never taken from the command line. It is stored hashed (salted scrypt) in the password file:
+`--password-file PATH`, else `GATEWAY_PASSWORD_FILE`. A running gateway picks the change up
+within a second.
 
 The file is `--file PATH`, else `GATEWAY_REGISTRY_FILE` (environment or `.env`), else the
 gateway's default. Comments and order are kept, and every change replaces the file atomically,
@@ -15,7 +22,9 @@ Exit status: 0 done, 1 the file could not be read or written, 2 bad usage or inv
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +40,11 @@ from gateway.registry.things_file import (
     read_things,
     remove_ids,
     write_atomically,
+)
+from gateway.security import (
+    hash_password,
+    remove_password_line,
+    set_password_line,
 )
 from gateway.settings import Settings
 
@@ -48,6 +62,12 @@ class _RegistryFileSetting(BaseSettings):
     registry_file: Path = Settings.model_fields["registry_file"].default
 
 
+class _PasswordFileSetting(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
+
+    password_file: Path | None = None
+
+
 class UsageError(Exception):
     pass
 
@@ -58,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits on --help and on usage errors
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    if args.command == "password":
+        return _password_command(args)
     path: Path = args.file if args.file is not None else _RegistryFileSetting().registry_file
     try:
         if args.command == "add":
@@ -89,6 +111,21 @@ def _parser() -> argparse.ArgumentParser:
     remove = commands.add_parser("remove", parents=[common], help="unregister charge point ids")
     remove.add_argument("cp_ids", nargs="+", metavar="CP_ID")
     commands.add_parser("list", parents=[common], help="list the registered charge point ids")
+    password = commands.add_parser(
+        "password",
+        help="set (or --remove) a charge point's HTTP Basic password, read from a prompt or stdin",
+        description="Set a charge point's HTTP Basic password (OCPP security profiles 1 and 2): "
+        "asked twice on a terminal, else read as one line from standard input. It is stored "
+        "hashed in the password file.",
+    )
+    password.add_argument("cp_id", metavar="CP_ID")
+    password.add_argument("--remove", action="store_true", help="remove the password instead")
+    password.add_argument(
+        "--password-file",
+        type=Path,
+        default=None,
+        help="password file (default: $GATEWAY_PASSWORD_FILE)",
+    )
     return parser
 
 
@@ -138,6 +175,62 @@ def _list(path: Path) -> int:
     valid = [cp_id for cp_id in listed_ids(text) if is_valid_cp_id(cp_id)]
     print(json.dumps({"things": [{"thingName": cp_id} for cp_id in valid]}, indent=4))
     return EXIT_OK
+
+
+def _password_command(args: argparse.Namespace) -> int:
+    path: Path | None = args.password_file or _PasswordFileSetting().password_file
+    try:
+        if path is None:
+            raise UsageError("no password file: pass --password-file or set GATEWAY_PASSWORD_FILE")
+        if args.remove:
+            return _remove_password(path, args.cp_id)
+        return _set_password(path, args.cp_id)
+    except UsageError as exc:
+        _say(f"{exc}; nothing was changed")
+        return EXIT_USAGE
+    except (OSError, UnicodeDecodeError) as exc:
+        _say(f"cannot use the password file {path}: {exc}")
+        return EXIT_IO_ERROR
+
+
+def _set_password(path: Path, cp_id: str) -> int:
+    if not is_valid_cp_id(cp_id):
+        raise UsageError(f"invalid charge point id {cp_id!r}: {describe_invalid_cp_id(cp_id)}")
+    directory = path.resolve().parent
+    if not directory.is_dir():
+        raise FileNotFoundError(f"the directory {directory} does not exist")
+    text = read_things(path)  # fails before the prompt if the file cannot be read
+    password = _read_password(cp_id)
+    if not path.exists():
+        # A new file is readable by its owner only; an existing one keeps its permissions.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    write_atomically(path, set_password_line(text, cp_id, hash_password(password.encode())))
+    _say(f"the password of {cp_id} is set in {path}")
+    return EXIT_OK
+
+
+def _remove_password(path: Path, cp_id: str) -> int:
+    text, removed = remove_password_line(read_things(path), cp_id)
+    if removed:
+        write_atomically(path, text)
+        _say(f"the password of {cp_id} is removed from {path}")
+    else:
+        _say(f"{cp_id} has no password in {path}; nothing to remove")
+    return EXIT_OK
+
+
+def _read_password(cp_id: str) -> str:
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"Password for {cp_id}: ")
+        if password and getpass.getpass("Again: ") != password:
+            raise UsageError("the two passwords differ")
+    else:
+        line = sys.stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+        password = password[:-1] if password.endswith("\r") else password
+    if not password:
+        raise UsageError("the password is empty")
+    return password
 
 
 def _say(message: str) -> None:

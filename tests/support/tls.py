@@ -78,6 +78,7 @@ def make_pki(directory: Path | None = None) -> Pki:
     )
     client_cert = _issue(ca_key, ca_cert, client_key, "ocpp-gateway", server=False)
     stranger_cert = _issue(wrong_key, wrong_cert, stranger_key, "stranger", server=False)
+    _write(directory / CA_KEY_FILE, _key_pem(ca_key))  # for `issue_client_cert`
     return Pki(
         directory=directory,
         ca=_write(directory / "ca.pem", _cert_pem(ca_cert)),
@@ -86,6 +87,19 @@ def make_pki(directory: Path | None = None) -> Pki:
         wrong_ca=_write(directory / "wrong-ca.pem", _cert_pem(wrong_cert)),
         stranger=_write_pair(directory, "stranger", stranger_cert, stranger_key),
     )
+
+
+CA_KEY_FILE = "ca.key"
+
+
+def issue_client_cert(pki: Pki, common_name: str, file_name: str | None = None) -> Issued:
+    """Another client certificate from the test CA, e.g. one whose CN is a charge point id."""
+    ca_key = serialization.load_pem_private_key((pki.directory / CA_KEY_FILE).read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_cert = x509.load_pem_x509_certificate(pki.ca.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _issue(ca_key, ca_cert, key, common_name, server=False)
+    return _write_pair(pki.directory, file_name or f"client-{common_name}", cert, key)
 
 
 def _make_ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
@@ -153,6 +167,14 @@ def _issue(
 
 def _cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
 def _write_pair(
