@@ -17,7 +17,7 @@ from gateway import closes
 from gateway.closes import Close
 from gateway.links.base import BrokerUnavailable, Channel, Link, LinkLost
 from gateway.observability import Metrics
-from gateway.ocppj import FrameProblem, call_error, parse_frame
+from gateway.ocppj import FrameProblem, call_error, frame_problem
 from gateway.sessions import SessionTable
 
 log = structlog.get_logger(__name__)
@@ -95,9 +95,9 @@ class Session:
                     self._metrics.frames_rejected.labels(direction="in", reason="binary").inc()
                     await self.close(closes.binary_frame())
                     return
-                frame = parse_frame(message)
-                if isinstance(frame, FrameProblem):
-                    await self._refuse_cp_frame(frame)
+                problem = frame_problem(message)
+                if problem is not None:
+                    await self._refuse_cp_frame(problem)
                     continue
                 payload = message.encode()
                 received = self.publishing_since = time.monotonic()
@@ -116,8 +116,9 @@ class Session:
                 self._metrics.publish_seconds.observe(waited)
                 if waited > self._backpressure_seconds:
                     self._metrics.backpressure.inc()
-                self._metrics.frames_in.inc()
-                self._metrics.bytes_in.inc(len(payload))
+                bridged = self._metrics.bridged
+                bridged.frames_in += 1
+                bridged.bytes_in += len(payload)
 
     async def _refuse_cp_frame(self, problem: FrameProblem) -> None:
         self._metrics.frames_rejected.labels(direction="in", reason=problem.error_code).inc()
@@ -138,17 +139,18 @@ class Session:
         except UnicodeDecodeError:
             self._drop_outbound("invalid_utf8", "the message is not valid UTF-8 text")
             return
-        frame = parse_frame(text)
-        if isinstance(frame, FrameProblem):
-            self._drop_outbound("malformed", frame.description)
+        problem = frame_problem(text)
+        if problem is not None:
+            self._drop_outbound("malformed", problem.description)
             return
         try:
             await self._websocket.send(text)
         except ConnectionClosed:
             self._drop_outbound("cp_disconnected", "the charge point is no longer connected")
             return
-        self._metrics.frames_out.inc()
-        self._metrics.bytes_out.inc(len(payload))
+        bridged = self._metrics.bridged
+        bridged.frames_out += 1
+        bridged.bytes_out += len(payload)
 
     def _drop_outbound(self, reason: str, description: str) -> None:
         self._metrics.frames_dropped.labels(direction="out", reason=reason).inc()

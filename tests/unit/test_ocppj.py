@@ -1,8 +1,16 @@
+import itertools
 import json
 
 import pytest
 
-from gateway.ocppj import Frame, FrameProblem, MessageType, call_error, parse_frame
+from gateway.ocppj import (
+    Frame,
+    FrameProblem,
+    MessageType,
+    call_error,
+    frame_problem,
+    parse_frame,
+)
 
 
 @pytest.mark.parametrize(
@@ -19,6 +27,7 @@ def test_well_formed_frames(
     text: str, kind: MessageType, message_id: str, action: str | None
 ) -> None:
     assert parse_frame(text) == Frame(kind, message_id, action)
+    assert frame_problem(text) is None
 
 
 @pytest.mark.parametrize(
@@ -49,6 +58,7 @@ def test_malformed_frames(text: str, code: str, message_id: str, answer: bool) -
     assert isinstance(problem, FrameProblem)
     assert (problem.error_code, problem.message_id, problem.answer) == (code, message_id, answer)
     assert problem.description
+    assert frame_problem(text) == problem
 
 
 def test_call_error_is_valid_ocpp_json() -> None:
@@ -71,3 +81,17 @@ def test_ocpp16_error_codes(text: str, code_16: str) -> None:
     problem = parse_frame(text)
     assert isinstance(problem, FrameProblem)
     assert json.loads(call_error(problem, "ocpp1.6"))[2] == code_16
+
+
+ELEMENTS = ["2", "3", "4", "2.0", "true", '"7"', '""', '"' + "i" * 37 + '"', '"Heartbeat"']
+ELEMENTS += ["{}", "[]", "null", '{"a":[1]}', "5"]
+LONG_ELEMENTS = ["2", "4", '"7"', '"x"', "{}", "[]"]  # for 5 and 6 elements: fewer combinations
+
+
+@pytest.mark.parametrize("length", [0, 1, 2, 3, 4, 5, 6])
+def test_the_fast_check_agrees_with_the_full_diagnosis(length: int) -> None:
+    choices = LONG_ELEMENTS if length > 4 else ELEMENTS
+    for elements in itertools.product(choices, repeat=length):
+        text = "[" + ",".join(elements) + "]"
+        full = parse_frame(text)
+        assert frame_problem(text) == (None if isinstance(full, Frame) else full), text

@@ -3,6 +3,7 @@ import pytest
 from gateway import closes
 from gateway.backoff import backoff_delays
 from gateway.links.broker_url import parse_broker_url
+from gateway.observability import Metrics
 from gateway.registry.ids import MAX_CP_ID_LENGTH
 from gateway.sessions import SessionTable
 from gateway.settings import Settings
@@ -115,3 +116,16 @@ def test_settings_accept_the_aws_sample_names(monkeypatch: pytest.MonkeyPatch) -
 
 def test_settings_prefix_is_normalised() -> None:
     assert Settings(_env_file=None, path_prefix="ocpp/").path_prefix == "/ocpp"
+
+
+def test_bridged_frames_are_exposed_as_prometheus_counters() -> None:
+    metrics = Metrics()
+    metrics.bridged.frames_in += 2
+    metrics.bridged.bytes_in += 60
+    metrics.bridged.frames_out += 1
+    metrics.bridged.bytes_out += 25
+    text = metrics.render().decode()
+    assert 'ocpp_gateway_frames_total{direction="in"} 2.0' in text
+    assert 'ocpp_gateway_frames_total{direction="out"} 1.0' in text
+    assert 'ocpp_gateway_frame_bytes_total{direction="in"} 60.0' in text
+    assert 'ocpp_gateway_frame_bytes_total{direction="out"} 25.0' in text
