@@ -176,7 +176,9 @@ class Gateway:
                 HTTPStatus.SERVICE_UNAVAILABLE, "the gateway is at its connection limit"
             )
         if self.authenticator is not None:
-            # Before the registry, so that ids cannot be probed without credentials.
+            # Before the registry, so that ids cannot be probed without credentials. With
+            # profile 3 the TLS handshake admits clients without a certificate (for /health and
+            # /metrics): `peercert` is then empty, and the check answers 401.
             await self.authenticator.check(
                 cp_id,
                 request.headers.get_all("Authorization"),
@@ -193,6 +195,7 @@ class Gateway:
                 raise HandshakeRefused(status, close.reason)
 
     def _answer_http(self, connection: ServerConnection, path: str) -> Response | None:
+        # Not authenticated, with any security profile: health checks have no credentials.
         path = path.partition("?")[0]
         if path == LIVENESS_PATH:
             return _json_response(connection, HTTPStatus.OK, {"status": "alive"})

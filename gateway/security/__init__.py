@@ -4,9 +4,11 @@
 - Profiles 1 and 2: HTTP Basic auth, user = cpId, over `ws://` (1) or `wss://` (2). Passwords are
   kept as salted scrypt hashes in a password file of `cpId:<hash>` lines; a wrong or missing
   password gets HTTP 401 with `WWW-Authenticate: Basic realm="OCPP"`.
-- Profile 3: `wss://` with a client certificate signed by the configured CA (checked by TLS) whose
-  subject CN is the cpId (checked here); another CN gets HTTP 403, since the certificate was
-  valid and HTTP has no challenge a client could answer with another one.
+- Profile 3: `wss://` with a client certificate signed by the configured CA (checked by TLS: one
+  that does not verify fails the handshake) whose subject CN is the cpId (checked here). No
+  certificate gets HTTP 401, so that health checks without one still reach /health and /metrics;
+  another CN gets HTTP 403, since the certificate was valid and HTTP has no challenge a client
+  could answer with another one.
 
 The modules, pure ones first:
 

@@ -31,11 +31,18 @@ def common_names(peercert: Mapping[str, object] | None) -> list[str]:
 def client_certificate_refusal(
     cp_id: str, peercert: Mapping[str, object] | None
 ) -> AuthRefused | None:
-    """None when the certificate's only subject CN is `cp_id`; else a 403 naming what was found."""
+    """None when the certificate's only subject CN is `cp_id`; else the refusal.
+
+    No certificate at all gets a 401 (the TLS context lets the handshake through without one, so
+    that this answer, /health and /metrics reach such clients); a certificate with another CN gets
+    a 403 naming what was found.
+    """
     if not peercert:
+        # No WWW-Authenticate: HTTP has no challenge that asks for a client certificate.
         return AuthRefused(
-            HTTPStatus.FORBIDDEN,
-            "a client certificate is required (security profile 3)",
+            HTTPStatus.UNAUTHORIZED,
+            "security profile 3: this gateway needs a client certificate whose CN is the charge "
+            f"point id {cp_id}",
             detail="no client certificate",
         )
     names = common_names(peercert)
@@ -60,8 +67,11 @@ def client_certificate_refusal(
 def build_server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """The gateway's TLS context (TLS 1.2+), or None for plain `ws://`.
 
-    With profile 3, client certificates are required and verified against
-    `GATEWAY_TLS_CLIENT_CA_FILE` only (never the system's CAs).
+    With profile 3, client certificates are asked for and verified against
+    `GATEWAY_TLS_CLIENT_CA_FILE` only (never the system's CAs): one that does not verify fails the
+    handshake. One that is missing does not (`CERT_OPTIONAL`), so that health checks, which
+    cannot present one, reach /health and /metrics; charge points without one are refused with
+    HTTP 401 before the upgrade (`client_certificate_refusal`).
     """
     if settings.tls_cert_file is None or settings.tls_key_file is None:
         return None
@@ -94,7 +104,7 @@ def build_server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
             raise SecurityMisconfigured(
                 f"GATEWAY_TLS_CLIENT_CA_FILE: cannot use {ca}: {_ssl_problem(exc)}"
             ) from None
-        context.verify_mode = ssl.CERT_REQUIRED
+        context.verify_mode = ssl.CERT_OPTIONAL
     return context
 
 

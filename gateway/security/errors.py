@@ -8,10 +8,11 @@ from gateway.handshake import HandshakeRefused
 
 
 class AuthRefused(HandshakeRefused):
-    """A charge point that did not prove its identity: HTTP 401 (with a challenge) or 403.
+    """A charge point that did not prove its identity: HTTP 401 or 403.
 
     `reason` is the one line the charge point reads; `detail` says more for the logs only (never
-    a secret).
+    a secret). `challenge` is the `WWW-Authenticate` value of a 401, when there is one to offer
+    (HTTP Basic); a 401 for a missing client certificate has none.
     """
 
     def __init__(

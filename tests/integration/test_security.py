@@ -14,6 +14,7 @@ import os
 import ssl
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -303,16 +304,56 @@ async def test_profile_3_client_certificate_cn_must_be_the_cp_id(
     assert csms.received.empty()
 
 
-@pytest.mark.parametrize("cert", ["none", "signed by another CA"])
-async def test_profile_3_without_a_trusted_client_certificate_fails_the_tls_handshake(
-    profile_3_gateway: Gateway, csms: MqttPeer, pki: Pki, cp_certs: dict[str, Issued], cert: str
+async def test_profile_3_without_a_client_certificate_gets_401_and_health_still_answers(
+    profile_3_gateway: Gateway, csms: MqttPeer, pki: Pki
 ) -> None:
     gw = profile_3_gateway
-    context = client_context(pki, pki.stranger if cert != "none" else None)
+    context = client_context(pki)  # trusts the gateway, presents no certificate
+    with structlog.testing.capture_logs() as logs:
+        status, body, challenge = await refusal(url(gw), ssl=context)
+    assert (status, challenge) == (401, None)
+    assert body == (
+        "security profile 3: this gateway needs a client certificate whose CN is the charge "
+        "point id CP1\n"
+    )
+    assert handshakes(gw, "401") == 1
+    (refused,) = [entry for entry in logs if entry["event"] == "cp.refused"]
+    assert (refused["status"], refused["auth"]) == (401, "no client certificate")
+    assert csms.received.empty()
+
+    # Load balancers and container health checks present no certificate either.
+    def get(path: str) -> tuple[int, bytes]:
+        address = f"https://127.0.0.1:{gw.port}{path}"
+        with urllib.request.urlopen(address, timeout=5, context=context) as response:
+            return response.status, response.read()
+
+    status, body = await asyncio.to_thread(get, "/health")
+    assert (status, json.loads(body)["status"]) == (200, "ready")
+    status, body = await asyncio.to_thread(get, "/health/live")
+    assert (status, json.loads(body)["status"]) == (200, "alive")
+    status, body = await asyncio.to_thread(get, "/metrics")
+    assert status == 200
+    assert b'ocpp_gateway_handshakes_total{outcome="401"} 1.0' in body
+
+
+async def test_profile_3_with_a_certificate_from_another_ca_fails_the_tls_handshake(
+    profile_3_gateway: Gateway, csms: MqttPeer, pki: Pki, cp_certs: dict[str, Issued]
+) -> None:
+    gw = profile_3_gateway
+    context = client_context(pki, pki.stranger)
     # TLS 1.3 clients learn of the refusal at their first read: an alert, or the socket closed.
     with pytest.raises((ssl.SSLError, ConnectionError, InvalidMessage)):
         async with connect(url(gw), subprotocols=["ocpp2.0.1"], ssl=context, open_timeout=5):
             pass
+    # Not even /health: a certificate that is presented must verify.
+    with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
+        await asyncio.to_thread(
+            urllib.request.urlopen,
+            f"https://127.0.0.1:{gw.port}/health",
+            timeout=5,
+            context=context,
+        )
+    assert handshakes(gw, "401") == handshakes(gw, "403") == 0
     async with connect(
         url(gw), subprotocols=["ocpp2.0.1"], ssl=client_context(pki, cp_certs["CP1"])
     ) as ws:

@@ -260,7 +260,6 @@ def test_a_certificate_whose_cn_is_the_cp_id_is_admitted() -> None:
             "the client certificate has the subject CN 'bad\\r\\nline'; it must be the charge "
             "point id CP1",
         ),
-        (None, "a client certificate is required (security profile 3)"),
     ],
 )
 def test_other_certificates_are_refused_with_403_naming_the_cn(
@@ -272,6 +271,23 @@ def test_other_certificates_are_refused_with_403_naming_the_cn(
         HTTPStatus.FORBIDDEN,
         reason,
         None,
+    )
+
+
+@pytest.mark.parametrize("cert", [None, {}])
+def test_no_certificate_is_refused_with_401_without_a_challenge(
+    cert: dict[str, Any] | None,
+) -> None:
+    refusal = client_certificate_refusal("CP1", cert)
+    assert refusal is not None
+    assert (refusal.status, refusal.challenge, refusal.detail) == (
+        HTTPStatus.UNAUTHORIZED,
+        None,
+        "no client certificate",
+    )
+    assert refusal.reason == (
+        "security profile 3: this gateway needs a client certificate whose CN is the charge "
+        "point id CP1"
     )
 
 
@@ -318,6 +334,9 @@ async def test_authenticator_for_client_certificates_ignores_passwords() -> None
     with pytest.raises(AuthRefused) as refused:
         await authenticator.check("CP1", [header("CP1", "pw")], peercert(("commonName", "CP2")))
     assert refused.value.status is HTTPStatus.FORBIDDEN
+    with pytest.raises(AuthRefused) as refused:
+        await authenticator.check("CP1", [header("CP1", "pw")], None)  # Basic auth is no way in
+    assert refused.value.status is HTTPStatus.UNAUTHORIZED
 
 
 def test_password_profiles_need_passwords() -> None:
@@ -417,10 +436,11 @@ def test_tls_context_is_tls_1_2_or_later_without_client_certificates(pki: Pki) -
     assert context.verify_mode is ssl.CERT_NONE
 
 
-def test_profile_3_requires_client_certificates_of_its_ca_only(pki: Pki) -> None:
+def test_profile_3_verifies_client_certificates_against_its_ca_only(pki: Pki) -> None:
     context = build_server_ssl_context(tls_settings(pki, 3))
     assert context is not None
-    assert context.verify_mode is ssl.CERT_REQUIRED
+    # Optional for the handshake, so that /health answers; charge points without one get 401.
+    assert context.verify_mode is ssl.CERT_OPTIONAL
     trusted = context.get_ca_certs()
     assert [dict(entry[0] for entry in ca["subject"]) for ca in trusted] == [
         {"commonName": "Gateway Test CA"}
