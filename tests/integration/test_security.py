@@ -360,6 +360,49 @@ async def test_profile_3_with_a_certificate_from_another_ca_fails_the_tls_handsh
         await assert_bridged(ws, csms)
 
 
+async def run_container_healthcheck(env: dict[str, str]) -> tuple[int, str]:
+    """docker/healthcheck.py as the image's HEALTHCHECK runs it: only the container's variables."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(REPO_ROOT / "docker" / "healthcheck.py"),
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    return process.returncode or 0, output.decode()
+
+
+@pytest.mark.parametrize("profile", [0, 2, 3])
+async def test_container_healthcheck_uses_https_when_the_gateway_serves_tls(
+    broker: MosquittoProcess, pki: Pki, password_file: Path, profile: int
+) -> None:
+    settings: dict[str, Any] = {
+        "security_profile": profile,
+        "tls_cert_file": pki.broker.cert,
+        "tls_key_file": pki.broker.key,
+    }
+    if profile == 2:
+        settings["password_file"] = password_file
+    if profile == 3:
+        settings["tls_client_ca_file"] = pki.ca
+    async with running_gateway(broker.url, **settings) as gw:
+        env = {
+            f"GATEWAY_{name.upper()}": str(value)
+            for name, value in settings.items()
+            if name != "password_file"  # not needed to decide on https
+        }
+        code, output = await run_container_healthcheck({"GATEWAY_PORT": str(gw.port), **env})
+        assert (code, output.split(" -> ")[0]) == (
+            0,
+            f"healthcheck: https://127.0.0.1:{gw.port}/health",
+        ), output
+        assert '-> 200 {"status": "ready"' in output
+        # Without the TLS variables it would ask in plain http, which a TLS port cannot answer.
+        code, output = await run_container_healthcheck({"GATEWAY_PORT": str(gw.port)})
+        assert code == 1 and f"http://127.0.0.1:{gw.port}/health -> unreachable" in output
+
+
 @pytest.fixture
 def gateway_env(pki: Pki, password_file: Path) -> dict[str, str]:
     env = {

@@ -5,10 +5,12 @@ from __future__ import annotations
 import http.server
 import importlib.util
 import json
+import ssl
 import subprocess
 import sys
 import threading
 import tomllib
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -23,6 +25,7 @@ from scripts.deploy_files import (
     runtime_environment,
 )
 from scripts.deploy_tools import REPO_ROOT, find_tool
+from tests.support.tls import make_pki
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
@@ -178,6 +181,26 @@ def test_health_url_follows_the_gateway_port_variables() -> None:
     assert healthcheck.health_url(both) == "http://127.0.0.1:9001/health"
 
 
+@pytest.mark.parametrize(
+    ("environ", "scheme"),
+    [
+        ({"GATEWAY_TLS_CERT_FILE": "/run/secrets/gateway.pem"}, "https"),
+        ({"GATEWAY_SECURITY_PROFILE": "2"}, "https"),
+        ({"GATEWAY_SECURITY_PROFILE": "3"}, "https"),
+        ({"GATEWAY_SECURITY_PROFILE": "0"}, "http"),
+        ({"GATEWAY_SECURITY_PROFILE": "1"}, "http"),
+        ({"GATEWAY_TLS_CERT_FILE": ""}, "http"),
+        ({"GATEWAY_TLS_KEY_FILE": "/run/secrets/gateway.key"}, "http"),  # no certificate, no TLS
+    ],
+)
+def test_health_url_is_https_when_the_gateway_serves_tls(
+    environ: dict[str, str], scheme: str
+) -> None:
+    healthcheck = load_healthcheck()
+    environ = {"GATEWAY_PORT": "8443", **environ}
+    assert healthcheck.health_url(environ) == f"{scheme}://127.0.0.1:8443/health"
+
+
 def test_health_url_refuses_a_port_that_is_not_a_number() -> None:
     healthcheck = load_healthcheck()
     with pytest.raises(ValueError, match="GATEWAY_PORT must be a port number"):
@@ -221,3 +244,38 @@ def test_healthcheck_reports_a_gateway_that_is_not_ready() -> None:
         server.server_close()
     assert healthy is False
     assert detail == '503 {"status": "not ready", "broker": "unreachable"}'
+
+
+class _Ready(_NotReady):
+    def do_GET(self) -> None:
+        body = b'{"status": "ready"}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_healthcheck_over_tls_does_not_verify_the_gateways_own_certificate(
+    tmp_path: Path,
+) -> None:
+    """The gateway's certificate comes from a CA this machine does not trust, and names the
+    public host; the container checking itself over loopback accepts it anyway."""
+    healthcheck = load_healthcheck()
+    pki = make_pki(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.stranger.cert, pki.stranger.key)  # CN "stranger", no SAN
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Ready)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = healthcheck.health_url(
+            {"GATEWAY_PORT": str(server.server_port), "GATEWAY_SECURITY_PROFILE": "3"}
+        )
+        healthy, detail = healthcheck.check(url)
+        plain = healthcheck.check(f"http://127.0.0.1:{server.server_port}/health")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (healthy, detail) == (True, '200 {"status": "ready"}')
+    assert plain[0] is False  # plain http to a TLS port is unhealthy, as before
