@@ -122,6 +122,8 @@ def describe_http_refusal(exc: InvalidStatus) -> str:
     if body:
         line += f": {body.splitlines()[0][:200]}"
     hint = _HTTP_HINTS.get(status)
+    if status == 401 and "WWW-Authenticate" not in response.headers:
+        hint = "check --client-cert (a certificate whose CN is the charge point id)"
     if hint:
         line += f"; {hint}"
     return line

@@ -84,8 +84,10 @@ def test_missing_tls_files_are_reported(tmp_path: Path) -> None:
         client_ssl_context("wss://h:1", TlsFiles(client_key="key.pem"))
 
 
-def refusal(status: int, body: bytes = b"") -> InvalidStatus:
-    return InvalidStatus(Response(status, "", Headers(), body))
+def refusal(status: int, body: bytes = b"", headers: Headers | None = None) -> InvalidStatus:
+    if headers is None and status == 401:
+        headers = Headers({"WWW-Authenticate": 'Basic realm="OCPP"'})
+    return InvalidStatus(Response(status, "", headers or Headers(), body))
 
 
 def test_http_refusals_say_status_body_and_hint() -> None:
@@ -102,6 +104,9 @@ def test_http_refusals_say_status_body_and_hint() -> None:
     )
     assert "HTTP 404 (Not Found); check the URL path" in describe_dial_error(refusal(404), url, 10)
     assert "HTTP 599" in describe_dial_error(refusal(599), url, 10)
+    assert describe_dial_error(refusal(401, headers=Headers()), url, 10).endswith(
+        "check --client-cert (a certificate whose CN is the charge point id)"
+    )
 
 
 def test_network_failures_are_described() -> None:
