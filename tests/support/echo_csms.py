@@ -188,7 +188,9 @@ class EchoCsms:
         if status is not None:
             return connection.respond(HTTPStatus(status), f"refused {cp_id}\n")
         if self.passwords is not None and not self._authorized(cp_id, request):
-            return connection.respond(HTTPStatus.UNAUTHORIZED, "bad or missing credentials\n")
+            refusal = connection.respond(HTTPStatus.UNAUTHORIZED, "bad or missing credentials\n")
+            refusal.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
+            return refusal
         return None
 
     def _authorized(self, cp_id: str, request: Request) -> bool:
