@@ -24,32 +24,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from gateway.registry.things_file import ParsedThings, parse_things
+from gateway.watched_file import FileVersion, poll_for_changes, read_versioned
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_POLL_INTERVAL = 1.0
 MAX_LOGGED_PROBLEMS = 20
-
-
-@dataclass(frozen=True)
-class FileVersion:
-    """What identifies one version of the file without reading it."""
-
-    device: int
-    inode: int
-    size: int
-    modified_ns: int
-    changed_ns: int
-
-    @classmethod
-    def of(cls, stat: os.stat_result) -> FileVersion:
-        return cls(stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 class FileRegistry:
@@ -98,7 +83,7 @@ class FileRegistry:
         if version in (self._loaded, self._failed):
             return False
         try:
-            version, text = await asyncio.to_thread(_read, self.path)
+            version, text = await asyncio.to_thread(read_versioned, self.path)
         except FileNotFoundError:
             self._report_problem("missing")
             return False
@@ -154,16 +139,6 @@ class FileRegistry:
             )
 
     async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_interval)
-            try:
-                await self.reload_if_changed()
-            except Exception:  # the watcher must outlive any surprise; the last good set stays
-                log.exception("registry.file_check_failed", path=str(self.path))
-
-
-def _read(path: Path) -> tuple[FileVersion, str]:
-    # The version comes from the open file, so it always matches the text that was read.
-    with path.open(encoding="utf-8-sig") as file:
-        version = FileVersion.of(os.fstat(file.fileno()))
-        return version, file.read()
+        await poll_for_changes(
+            self.reload_if_changed, self.poll_interval, "registry.file_check_failed", self.path
+        )

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import structlog
 
-from gateway.registry.file import FileVersion
 from gateway.security.errors import SecurityMisconfigured
 from gateway.security.passwords import PasswordHash, parse_password_file
+from gateway.watched_file import FileVersion, poll_for_changes, read_versioned
 
 log = structlog.get_logger(__name__)
 
@@ -40,7 +40,7 @@ class PasswordFile:
     def load(self) -> None:
         """The first read; raises `SecurityMisconfigured` when the file cannot be read."""
         try:
-            version, text = _read_text(self.path)
+            version, text = read_versioned(self.path)
         except FileNotFoundError:
             raise SecurityMisconfigured(
                 f"GATEWAY_PASSWORD_FILE: {self.path} does not exist; create it with "
@@ -68,7 +68,7 @@ class PasswordFile:
         try:
             if FileVersion.of(os.stat(self.path)) == self._loaded:
                 return False
-            version, text = await asyncio.to_thread(_read_text, self.path)
+            version, text = await asyncio.to_thread(read_versioned, self.path)
         except FileNotFoundError:
             self._report_problem("missing")
             return False
@@ -114,14 +114,9 @@ class PasswordFile:
             )
 
     async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_interval)
-            try:
-                await self.reload_if_changed()
-            except Exception:  # the last good passwords stay; the watcher must go on
-                log.exception("security.password_file_check_failed", path=str(self.path))
-
-
-def _read_text(path: Path) -> tuple[FileVersion, str]:
-    with path.open(encoding="utf-8-sig") as file:
-        return FileVersion.of(os.fstat(file.fileno())), file.read()
+        await poll_for_changes(
+            self.reload_if_changed,
+            self.poll_interval,
+            "security.password_file_check_failed",
+            self.path,
+        )
