@@ -10,6 +10,8 @@ from pathlib import Path
 
 import structlog
 
+from gateway.tasks import cancel_and_wait
+
 log = structlog.get_logger(__name__)
 
 
@@ -35,16 +37,37 @@ def read_versioned(path: Path) -> tuple[FileVersion, str]:
         return version, file.read()
 
 
-async def poll_for_changes(
-    reload_if_changed: Callable[[], Awaitable[object]],
-    interval: float,
-    failure_event: str,
-    path: Path,
-) -> None:
-    """Check the file every `interval` seconds, forever; a failed check is logged, not fatal."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await reload_if_changed()
-        except Exception:  # the watcher must outlive any surprise; the last good content stays
-            log.exception(failure_event, path=str(path))
+class FilePoller:
+    """Calls `reload_if_changed` every `interval` seconds in the background, until stopped.
+
+    A failed check is logged as `failure_event` and the polling goes on: the last good content
+    stays in use.
+    """
+
+    def __init__(
+        self,
+        reload_if_changed: Callable[[], Awaitable[object]],
+        interval: float,
+        failure_event: str,
+        path: Path,
+    ) -> None:
+        self._reload_if_changed = reload_if_changed
+        self._interval = interval
+        self._failure_event = failure_event
+        self._path = path
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._poll(), name=f"watch-{self._path}")
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self._reload_if_changed()
+            except Exception:  # the poller must outlive any surprise
+                log.exception(self._failure_event, path=str(self._path))

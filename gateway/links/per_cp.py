@@ -34,6 +34,7 @@ from gateway.links.probe import BrokerProbe
 from gateway.links.tls import tls_context_for
 from gateway.observability import Metrics
 from gateway.settings import Settings
+from gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -217,10 +218,8 @@ class PerCpChannel:
     async def close(self) -> None:
         self._ended.set()
         reader = self._reader
-        if reader is not None and reader is not asyncio.current_task():
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        if reader is not asyncio.current_task():
+            await cancel_and_wait(reader)
         if self._client is not None and self._connected.is_set():
             self._connected.clear()
             await _disconnect(self._client)

@@ -15,6 +15,7 @@ from gateway.links.broker_url import BrokerAddress
 from gateway.links.mqtt_common import make_client
 from gateway.links.tls import diagnose_tls, tls_failure
 from gateway.observability import Metrics
+from gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -113,8 +114,5 @@ class BrokerProbe:
         self._metrics.link_ready.set(1 if ready else 0)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         self._set_ready(False)

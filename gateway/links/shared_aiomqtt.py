@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import aiomqtt
 import structlog
@@ -18,6 +17,7 @@ from gateway.links.mqtt_common import make_client, subprotocol_property
 from gateway.links.shared import Subscription, TransportEvents, topics_per_subscribe
 from gateway.links.tls import tls_context_for
 from gateway.settings import Settings
+from gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -107,7 +107,4 @@ class AiomqttTransport:
         )
 
     async def close(self) -> None:
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+        await cancel_and_wait(self._supervisor)

@@ -36,6 +36,7 @@ from gateway.backoff import backoff_delays
 from gateway.links.broker_url import parse_broker_url
 from gateway.registry.ids import is_valid_cp_id
 from gateway.settings import MqttAuth, Settings
+from gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -210,11 +211,8 @@ class AiomqttEventWatcher(RegistryEventWatcher):
         self._runner = asyncio.create_task(self._run(), name="registry-events")
 
     async def close(self) -> None:
-        if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
-            self._runner = None
+        await cancel_and_wait(self._runner)
+        self._runner = None
         await super().close()
 
     async def _run(self) -> None:

@@ -22,14 +22,13 @@ a half-written version; `ocpp-things` does this.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from pathlib import Path
 
 import structlog
 
 from gateway.registry.things_file import ParsedThings, parse_things
-from gateway.watched_file import FileVersion, poll_for_changes, read_versioned
+from gateway.watched_file import FilePoller, FileVersion, read_versioned
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +46,9 @@ class FileRegistry:
         self._loaded: FileVersion | None = None
         self._failed: FileVersion | None = None
         self._problem: str | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._poller = FilePoller(
+            self.reload_if_changed, poll_interval, "registry.file_check_failed", self.path
+        )
 
     @property
     def ids(self) -> frozenset[str]:
@@ -55,7 +56,7 @@ class FileRegistry:
 
     async def start(self) -> None:
         await self.reload_if_changed()
-        self._watcher = asyncio.create_task(self._watch(), name=f"registry-file-{self.path}")
+        self._poller.start()
 
     async def is_registered(self, cp_id: str) -> bool:
         return cp_id in self._ids
@@ -64,11 +65,7 @@ class FileRegistry:
         """Nothing to do: the file is the only source, and it is read when it changes."""
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
+        await self._poller.stop()
 
     async def reload_if_changed(self) -> bool:
         """Read the file again if it changed since the last load; True when new ids were loaded."""
@@ -137,8 +134,3 @@ class FileRegistry:
                 problem=problem,
                 ids=len(self._ids),
             )
-
-    async def _watch(self) -> None:
-        await poll_for_changes(
-            self.reload_if_changed, self.poll_interval, "registry.file_check_failed", self.path
-        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,7 +11,7 @@ import structlog
 
 from gateway.security.errors import SecurityMisconfigured
 from gateway.security.passwords import PasswordHash, parse_password_file
-from gateway.watched_file import FileVersion, poll_for_changes, read_versioned
+from gateway.watched_file import FilePoller, FileVersion, read_versioned
 
 log = structlog.get_logger(__name__)
 
@@ -29,7 +28,9 @@ class PasswordFile:
         self._hashes: Mapping[str, PasswordHash] = {}
         self._loaded: FileVersion | None = None
         self._problem: str | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._poller = FilePoller(
+            self.reload_if_changed, poll_interval, "security.password_file_check_failed", path
+        )
 
     def __len__(self) -> int:
         return len(self._hashes)
@@ -55,14 +56,10 @@ class PasswordFile:
     async def start(self) -> None:
         if self._loaded is None:
             self.load()
-        self._watcher = asyncio.create_task(self._watch(), name=f"password-file-{self.path}")
+        self._poller.start()
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
+        await self._poller.stop()
 
     async def reload_if_changed(self) -> bool:
         try:
@@ -112,11 +109,3 @@ class PasswordFile:
                 problem=problem,
                 passwords=len(self._hashes),
             )
-
-    async def _watch(self) -> None:
-        await poll_for_changes(
-            self.reload_if_changed,
-            self.poll_interval,
-            "security.password_file_check_failed",
-            self.path,
-        )
