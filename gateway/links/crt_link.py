@@ -37,14 +37,12 @@ from gateway.links.crt_clients import (
     user_properties,
 )
 from gateway.links.crt_probe import CrtProbe
-from gateway.links.grace import wait_for_either
+from gateway.links.grace import publish_within_grace, wait_for_either
 from gateway.links.per_cp import BROKER_LOSS_WINDOW, TAKEOVER_CHECK_DELAY
 from gateway.observability import Metrics
 from gateway.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-RETRY_PAUSE = 0.05
 
 
 class CrtLink:
@@ -158,27 +156,20 @@ class CrtChannel:
         return client
 
     async def publish(self, frame: bytes) -> None:
-        deadline = time.monotonic() + self._settings.broker_grace
-        while True:
-            if self._ended.is_set():
-                raise BrokerUnavailable("the broker channel has ended")
-            client = self._client
-            if client is None or not self._connected.is_set():
-                await wait_for_either(self._connected, self._ended, deadline)
-                continue
-            try:
-                await client.publish(
-                    self._in_topic, frame, self._settings.qos, self._user_properties
-                )
-                return
-            except BrokerRefused as exc:
-                raise BrokerUnavailable(str(exc)) from exc
-            except CrtLinkError as exc:
-                if time.monotonic() >= deadline:
-                    raise BrokerUnavailable(f"cannot publish to {self._in_topic}: {exc}") from exc
-                # The drop is reported within milliseconds; then the frame waits for the
-                # reconnect. Retrying the same frame may deliver it twice (at-least-once).
-                await asyncio.sleep(RETRY_PAUSE)
+        await publish_within_grace(
+            lambda: self._publish_now(frame),
+            self._connected,
+            self._ended,
+            self._settings.broker_grace,
+            retry_on=(CrtLinkError,),
+            refused=(BrokerRefused,),
+        )
+
+    async def _publish_now(self, frame: bytes) -> None:
+        client = self._client
+        if client is None:
+            raise CrtLinkError("the charge point's MQTT client is not started")
+        await client.publish(self._in_topic, frame, self._settings.qos, self._user_properties)
 
     async def close(self) -> None:
         self._ended.set()

@@ -17,11 +17,22 @@ async def publish_within_grace(
     ended: asyncio.Event,
     grace: float,
     retry_on: tuple[type[Exception], ...],
+    refused: tuple[type[Exception], ...] = (),
 ) -> None:
     """Send once the link is up, retrying the same frame until `grace` seconds have passed.
 
-    A retry after a lost connection may deliver the frame twice: QoS 1 is at-least-once.
+    `refused` errors (the broker said no; retrying won't help) end it at once. A retry after a
+    lost connection may deliver the frame twice: QoS 1 is at-least-once.
     """
+    if connected.is_set() and not ended.is_set():
+        # Nearly every frame: the link is up and the first attempt succeeds.
+        try:
+            await send()
+            return
+        except refused as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+        except retry_on:
+            pass  # the broker is going away: wait for it, within the grace period
     deadline = time.monotonic() + grace
     while True:
         if ended.is_set():
@@ -32,6 +43,8 @@ async def publish_within_grace(
         try:
             await send()
             return
+        except refused as exc:
+            raise BrokerUnavailable(str(exc)) from exc
         except retry_on as exc:
             if time.monotonic() >= deadline:
                 raise BrokerUnavailable(f"cannot publish: {exc}") from exc

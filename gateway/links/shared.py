@@ -296,12 +296,6 @@ class SharedChannel:
 
     async def publish(self, frame: bytes) -> None:
         transport = self._link.transport
-        if self._link.ready and not self._ended.is_set():
-            try:
-                await transport.publish(self.in_topic, frame, self._subprotocol)
-                return
-            except transport.errors:
-                pass  # the broker is going away: wait for it, within the grace period
         await publish_within_grace(
             lambda: transport.publish(self.in_topic, frame, self._subprotocol),
             self._link.connected,
