@@ -153,18 +153,16 @@ def process(
             child.wait()
 
 
-def fleet(url: str, *extra: str) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        "-m",
-        "simulator.fleet",
-        "--url",
-        url,
-        "--json",
-        "--progress-every",
-        "0",
-        *extra,
+def fleet_command(url: str, *extra: str) -> list[str]:
+    """The simulator's fleet mode, summary as JSON on stdout, no progress lines."""
+    return [
+        *(sys.executable, "-m", "simulator.fleet", "--url", url),
+        *("--json", "--progress-every", "0", *extra),
     ]
+
+
+def fleet(url: str, *extra: str) -> dict[str, Any]:
+    command = fleet_command(url, *extra)
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     try:
         return dict(json.loads(done.stdout))
@@ -295,30 +293,12 @@ def idle_run(args: argparse.Namespace, url: str, port: int, pid: int, name: str)
     """Connect many CPs as fast as they come, then hold them idle and measure the cost."""
     before = usage_of(pid)
     holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "simulator.fleet",
-            "--url",
+        fleet_command(
             url,
-            "--json",
-            "--progress-every",
-            "0",
-            "--count",
-            str(args.idle_cps),
-            "--ramp",
-            "0",
-            "--concurrency-limit",
-            "500",
-            "--mode",
-            "heartbeat",
-            "--heartbeat-interval",
-            "60",
-            "--duration",
-            str(args.idle_hold + 30),
-            "--id-prefix",
-            "I",
-        ],
+            *("--count", str(args.idle_cps), "--ramp", "0", "--concurrency-limit", "500"),
+            *("--mode", "heartbeat", "--heartbeat-interval", "60"),
+            *("--duration", str(args.idle_hold + 30), "--id-prefix", "I"),
+        ),
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Generic, TypeVar, cast
@@ -137,14 +138,14 @@ class CachedAwsRegistry(Generic[ClientT]):
     def __init__(
         self,
         *,
-        region: str | None,
-        endpoint_url: str | None,
-        positive_ttl: float,
-        negative_ttl: float,
-        max_concurrency: int,
-        max_attempts: int,
-        client: ClientT | None,
-        clock: Callable[[], float],
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        positive_ttl: float = 300.0,
+        negative_ttl: float = 30.0,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        client: ClientT | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`client` is built at `start()` from `region` and `endpoint_url` unless one is given."""
         if max_attempts < 1:

@@ -19,9 +19,7 @@ unset, boto3's own `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_IOT` variables still a
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
@@ -36,6 +34,8 @@ from gateway.registry.base import RegistryUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
+else:
+    IoTClient = Any  # the typing stubs are a development dependency
 
 __all__ = ["DEFAULT_MAX_ATTEMPTS", "DEFAULT_MAX_CONCURRENCY", "AwsIotRegistry", "is_thing_name"]
 
@@ -56,32 +56,9 @@ def is_thing_name(cp_id: str) -> bool:
     return _THING_NAME.fullmatch(cp_id) is not None
 
 
-class AwsIotRegistry(CachedAwsRegistry["IoTClient"]):
+class AwsIotRegistry(CachedAwsRegistry[IoTClient]):
     service = "iot"
     backend = "aws-iot"
-
-    def __init__(
-        self,
-        *,
-        region: str | None = None,
-        endpoint_url: str | None = None,
-        positive_ttl: float = 300.0,
-        negative_ttl: float = 30.0,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        client: IoTClient | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(
-            region=region,
-            endpoint_url=endpoint_url,
-            positive_ttl=positive_ttl,
-            negative_ttl=negative_ttl,
-            max_concurrency=max_concurrency,
-            max_attempts=max_attempts,
-            client=client,
-            clock=clock,
-        )
 
     async def start(self) -> None:
         await self._start_client()
