@@ -54,5 +54,17 @@ def broker_unavailable() -> Close:
     return Close(int(CloseCode.INTERNAL_ERROR), "message broker unavailable; retry later")
 
 
+def internal_error() -> Close:
+    return Close(int(CloseCode.INTERNAL_ERROR), "internal error in the gateway; reconnect")
+
+
+def cp_not_reading(write_timeout: float) -> Close:
+    # The CP's socket accepted nothing for `write_timeout` s: it does not read what it is sent.
+    return Close(
+        int(CloseCode.POLICY_VIOLATION),
+        f"the charge point did not read its messages for {write_timeout:g} s",
+    )
+
+
 def gateway_restarting() -> Close:
     return Close(int(CloseCode.SERVICE_RESTART), "gateway restarting; reconnect")

@@ -112,6 +112,16 @@ class Metrics:
         self.link_lost = Counter(
             "ocpp_gateway_link_lost", "Broker channels lost, by reason", ["reason"], registry=r
         )
+        self.frames_resent = Counter(
+            "ocpp_gateway_frames_resent",
+            "CP frames published again after an unacknowledged attempt (possible duplicates)",
+            registry=r,
+        )
+        self.write_timeouts = Counter(
+            "ocpp_gateway_write_timeouts",
+            "CPs closed because their socket did not accept a message within the write timeout",
+            registry=r,
+        )
         self.link_reconnects = Counter(
             "ocpp_gateway_link_reconnects", "Broker channel reconnects that succeeded", registry=r
         )

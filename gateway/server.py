@@ -6,6 +6,7 @@ import asyncio
 import json
 import ssl
 import time
+import weakref
 from collections.abc import Sequence
 from http import HTTPStatus
 
@@ -61,6 +62,10 @@ class Gateway:
             lambda: self.sessions.held_back(settings.backpressure_seconds, time.monotonic())
         )
         self._server: Server | None = None
+        # When each handshake arrived (wall clock): across replicas the newest connection wins.
+        self._handshake_times: weakref.WeakKeyDictionary[ServerConnection, float] = (
+            weakref.WeakKeyDictionary()
+        )
         self._shutting_down = False
         self._revalidation: asyncio.Task[None] | None = None
 
@@ -141,6 +146,7 @@ class Gateway:
     ) -> Response | None:
         if "upgrade" not in request.headers.get("Connection", "").lower():
             return self._answer_http(connection, request.path)
+        self._handshake_times[connection] = time.time()
         try:
             cp_id = cp_id_from_path(request.path, self.settings.path_prefix)
             await self._admit(cp_id, connection, request)
@@ -253,6 +259,8 @@ class Gateway:
             self.sessions,
             self.metrics,
             self.settings.backpressure_seconds,
+            write_timeout=self.settings.write_timeout,
+            since=self._handshake_times.pop(connection, None),
         )
         await session.run(takeover_wait=self.settings.close_timeout + 1.0)
 

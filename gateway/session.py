@@ -35,6 +35,8 @@ class Session:
         table: SessionTable,
         metrics: Metrics,
         backpressure_seconds: float,
+        write_timeout: float = 30.0,
+        since: float | None = None,
     ) -> None:
         self.cp_id = cp_id
         self.subprotocol = subprotocol
@@ -44,6 +46,8 @@ class Session:
         self._table = table
         self._metrics = metrics
         self._backpressure_seconds = backpressure_seconds
+        self._write_timeout = write_timeout
+        self.since = since if since is not None else time.time()  # the handshake, wall clock
         self._finished = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         # Set while a CP frame waits for the broker: the WebSocket is not read meanwhile, so
@@ -67,7 +71,7 @@ class Session:
     async def _serve(self) -> None:
         try:
             channel = await self._link.open_channel(
-                self.cp_id, self.subprotocol, self._send_to_cp, self._on_link_lost
+                self.cp_id, self.subprotocol, self._send_to_cp, self._on_link_lost, since=self.since
             )
         except BrokerUnavailable as exc:
             self._log.warning("cp.refused", reason="broker unavailable", error=str(exc))
@@ -78,6 +82,10 @@ class Session:
         started = time.monotonic()
         try:
             await self._pump_cp_frames(channel)
+        except Exception:
+            # A bug must not leave the CP half-open: say where, then close it.
+            self._log.exception("cp.pump_failed", direction="in")
+            await self.close(closes.internal_error())
         finally:
             await channel.close()
             self._metrics.connections.dec()
@@ -135,18 +143,35 @@ class Session:
     async def _send_to_cp(self, payload: bytes) -> None:
         """Deliver one message from the broker to the charge point, never raising."""
         try:
+            await self._check_and_send(payload)
+        except Exception:
+            self._log.exception("cp.pump_failed", direction="out")
+            self._drop_outbound("internal_error", "the gateway failed to deliver it")
+            self._in_background(self.close(closes.internal_error()))
+
+    async def _check_and_send(self, payload: bytes) -> None:
+        try:
             text = payload.decode()
         except UnicodeDecodeError:
             self._drop_outbound("invalid_utf8", "the message is not valid UTF-8 text")
             return
-        problem = frame_problem(text)
+        try:
+            problem = frame_problem(text)
+        except RecursionError:
+            problem = FrameProblem("FormatViolation", "nested too deeply", "-1", answer=False)
         if problem is not None:
             self._drop_outbound("malformed", problem.description)
             return
         try:
-            await self._websocket.send(text)
+            async with asyncio.timeout(self._write_timeout):
+                await self._websocket.send(text)
         except ConnectionClosed:
             self._drop_outbound("cp_disconnected", "the charge point is no longer connected")
+            return
+        except TimeoutError:
+            self._metrics.write_timeouts.inc()
+            self._drop_outbound("cp_not_reading", f"not accepted within {self._write_timeout} s")
+            self._in_background(self.close(closes.cp_not_reading(self._write_timeout)))
             return
         bridged = self._metrics.bridged
         bridged.frames_out += 1

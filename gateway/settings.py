@@ -198,8 +198,15 @@ class Settings(BaseSettings):
         "ocpp-gateway/claims/{cp_id}",
         description="shared link: where replicas announce which one holds a CP",
     )
+    topic_gateway: str = Field(
+        "ocpp-gateway/gateways/{gateway_id}",
+        description="the gateway's own topic; its liveness checks of the broker are published here",
+    )
     out_queue_limit: int = Field(
-        1000, ge=1, description="shared link: messages waiting for a slow CP before drops"
+        1000, ge=1, description="messages waiting for a slow CP before new ones are dropped"
+    )
+    write_timeout: float = Field(
+        30.0, gt=0, description="a CP whose socket takes longer to accept one message is closed"
     )
     backpressure_seconds: float = Field(
         1.0,

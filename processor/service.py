@@ -28,8 +28,8 @@ import structlog
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.backoff import backoff_delays
+from gateway.links.aiomqtt_connection import make_client
 from gateway.links.broker_url import parse_broker_url
-from gateway.links.mqtt_common import make_client
 from processor.answers import AnswerConfig, Inbound, Kind, Outcome, respond
 from processor.settings import Settings
 from processor.state import JsonObject, apply_change, empty_document, merge, sanitize

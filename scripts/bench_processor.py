@@ -28,8 +28,8 @@ import aiomqtt
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from gateway.links.aiomqtt_connection import publish_properties  # noqa: E402
 from gateway.links.broker_url import parse_broker_url  # noqa: E402
-from gateway.links.mqtt_common import subprotocol_property  # noqa: E402
 from tests.support.mosquitto import start_broker  # noqa: E402
 
 
@@ -76,7 +76,7 @@ async def measure(broker_url: str, calls: int, cps: int, window: int) -> dict[st
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
     client.pending_calls_threshold = window + 10
-    properties = subprotocol_property("ocpp2.0.1")
+    properties = publish_properties((("subprotocol", "ocpp2.0.1"),))
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
     async with client:

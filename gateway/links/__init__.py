@@ -1,39 +1,29 @@
 """Links between the gateway and the message broker."""
 
 from gateway.links.base import BrokerUnavailable, Channel, Link, LinkLost
+from gateway.links.broker import BrokerSettings, connection_factory
 from gateway.links.errors import LinkMisconfigured
 from gateway.links.per_cp import PerCpLink
 from gateway.links.shared import SharedLink
 from gateway.observability import Metrics
-from gateway.settings import LinkImpl, LinkMode, Settings
+from gateway.settings import LinkMode, Settings
 
 
 def build_link(settings: Settings, metrics: Metrics, gateway_id: str) -> Link:
-    """The link the settings ask for; raises `LinkMisconfigured` with what to fix."""
-    if settings.link_impl is LinkImpl.AWSCRT:
-        return _build_crt_link(settings, metrics, gateway_id)
+    """The link the settings ask for; raises `LinkMisconfigured` with what to fix.
+
+    `GATEWAY_LINK_MODE` picks the policy (a connection per CP, or one shared connection);
+    `GATEWAY_LINK_IMPL` only picks the MQTT client library underneath.
+    """
+    broker = BrokerSettings.from_settings(settings, gateway_id)
+    connect = connection_factory(broker)
     if settings.link_mode is LinkMode.PER_CP:
-        return PerCpLink(settings, metrics, gateway_id)
-    from gateway.links.shared_aiomqtt import AiomqttTransport
-
-    return SharedLink(settings, metrics, gateway_id, AiomqttTransport)
-
-
-def _build_crt_link(settings: Settings, metrics: Metrics, gateway_id: str) -> Link:
-    try:  # the `aws` extra: awsiotsdk and awscrt
-        from gateway.links.crt_link import CrtLink
-        from gateway.links.shared_crt import CrtTransport
-    except ImportError as exc:
-        raise LinkMisconfigured(
-            f"GATEWAY_LINK_IMPL=awscrt needs the AWS IoT Device SDK ({exc.name} is missing): "
-            "pip install 'ocpp-mqtt-gateway[aws]'"
-        ) from None
-    if settings.link_mode is LinkMode.PER_CP:
-        return CrtLink(settings, metrics, gateway_id)
-    return SharedLink(settings, metrics, gateway_id, CrtTransport)
+        return PerCpLink(broker, metrics, connect)
+    return SharedLink(broker, metrics, connect)
 
 
 __all__ = [
+    "BrokerSettings",
     "BrokerUnavailable",
     "Channel",
     "Link",

@@ -45,11 +45,19 @@ class Link(Protocol):
     async def start(self) -> None: ...
 
     async def open_channel(
-        self, cp_id: str, subprotocol: str, deliver: Deliver, on_lost: OnLost
+        self,
+        cp_id: str,
+        subprotocol: str,
+        deliver: Deliver,
+        on_lost: OnLost,
+        *,
+        since: float | None = None,
     ) -> Channel:
         """Open a channel; returns once outbound messages can be received (SUBACK received).
 
-        Raises `BrokerUnavailable` when the broker cannot be reached.
+        `since` is the wall-clock time of the CP's handshake (default: now): across replicas,
+        the channel of the newest handshake keeps the CP. Raises `BrokerUnavailable` when the
+        broker cannot be reached.
         """
 
     async def close(self) -> None: ...

@@ -44,3 +44,14 @@ def region_of_iot_endpoint(host: str) -> str | None:
     """`abc-ats.iot.eu-west-1.amazonaws.com` -> `eu-west-1`; None for other hosts."""
     match = _IOT_REGION.search(host)
     return match.group(1) if match else None
+
+
+# Topic filters per SUBSCRIBE packet: AWS IoT Core accepts at most 8 (a hard limit).
+AWS_IOT_CORE_TOPICS_PER_SUBSCRIBE = 8
+TOPICS_PER_SUBSCRIBE = 500
+
+
+def topics_per_subscribe(broker_host: str) -> int:
+    if region_of_iot_endpoint(broker_host) is not None:
+        return AWS_IOT_CORE_TOPICS_PER_SUBSCRIBE
+    return TOPICS_PER_SUBSCRIBE

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from gateway.links.base import BrokerUnavailable
+from gateway.links.connection import BrokerRefused, LinkError, NotConnected
 
 RETRY_PAUSE = 0.05
 
@@ -16,14 +17,17 @@ async def publish_within_grace(
     connected: asyncio.Event,
     ended: asyncio.Event,
     grace: float,
-    retry_on: tuple[type[Exception], ...],
-    refused: tuple[type[Exception], ...] = (),
+    retry_on: tuple[type[Exception], ...] = (LinkError,),
+    refused: tuple[type[Exception], ...] = (BrokerRefused,),
+    on_resend: Callable[[], None] | None = None,
 ) -> None:
     """Send once the link is up, retrying the same frame until `grace` seconds have passed.
 
     `refused` errors (the broker said no; retrying won't help) end it at once. A retry after a
-    lost connection may deliver the frame twice: QoS 1 is at-least-once.
+    failed attempt may deliver the frame twice (the broker may have had it): QoS 1 is
+    at-least-once, and `on_resend` is called for each such retry so duplicates can be counted.
     """
+    failed_before = False
     if connected.is_set() and not ended.is_set():
         # Nearly every frame: the link is up and the first attempt succeeds.
         try:
@@ -31,8 +35,9 @@ async def publish_within_grace(
             return
         except refused as exc:
             raise BrokerUnavailable(str(exc)) from exc
-        except retry_on:
-            pass  # the broker is going away: wait for it, within the grace period
+        except retry_on as exc:
+            # The broker is going away: wait for it, within the grace period.
+            failed_before = not isinstance(exc, NotConnected)
     deadline = time.monotonic() + grace
     while True:
         if ended.is_set():
@@ -40,12 +45,15 @@ async def publish_within_grace(
         if not connected.is_set():
             await wait_for_either(connected, ended, deadline)
             continue
+        if failed_before and on_resend is not None:
+            on_resend()
         try:
             await send()
             return
         except refused as exc:
             raise BrokerUnavailable(str(exc)) from exc
         except retry_on as exc:
+            failed_before = not isinstance(exc, NotConnected)
             if time.monotonic() >= deadline:
                 raise BrokerUnavailable(f"cannot publish: {exc}") from exc
             # The link notices a lost connection within milliseconds and reconnects.

@@ -1,230 +1,267 @@
-"""One MQTT client per charge point, client id = cpId (the AWS-compatible link).
+"""One MQTT connection per charge point, client id = cpId (the AWS-compatible link).
 
 With the CP's own client id, IoT policies and lifecycle events work per charge point, and the
-broker itself enforces one connection per CP across gateway replicas: when another replica
-connects the same client id, the broker drops this channel's connection. The channel then gives
-the CP up without ever reconnecting (reconnecting would take the CP back and start a tug of war).
+broker itself allows one connection per CP across gateway replicas: a second CONNECT with the
+same client id drops the first. Which of two racing connections keeps the CP is decided by
+claims (`claims.py`): before connecting, a channel publishes its claim, retained, on the CP's
+claim topic through the gateway's probe connection, and its own connection subscribes to that
+topic.
 
-Brokers that speak MQTT 5 fully say why with DISCONNECT "session taken over" (0x8E); Mosquitto 2.0
-just closes the socket. So a drop without that reason code is classified by the gateway's probe
-connection: if the probe stayed connected, the broker is fine and only this CP's connection was
-dropped, which means another client took its identity; if the probe was lost too, the broker
-went away and the channel reconnects within the grace period.
+- A newer claim arrives: another connection of the CP is newer; the channel ends (the session
+  closes the WebSocket with 1000) and never reconnects.
+- An older claim arrives: an older connection announced itself late; the channel publishes its
+  own claim again so the other one learns it lost.
+- The connection drops: AWS IoT Core says "session taken over" (0x8E), Mosquitto 2.0 only closes
+  the socket, and a broker that went away looks the same. The channel reads the retained claim
+  through the probe: newer than its own means taken over; its own (or older) means the newest
+  connection is this one, so it reconnects within the grace period (resuming its session),
+  which drops an older rival, and that rival then finds the newer claim and gives up. When the
+  broker cannot be asked, the broker is the problem and the channel reconnects too.
+- A stalled connection (no acknowledgement in time) is never a takeover.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import time
+from collections.abc import Coroutine
+from typing import Any
 
-import aiomqtt
-import paho.mqtt.client as paho
 import structlog
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from gateway.backoff import backoff_delays
 from gateway.links.base import BrokerUnavailable, Channel, Deliver, LinkLost, OnLost
-from gateway.links.broker_url import BrokerAddress, parse_broker_url
+from gateway.links.broker import BrokerSettings, ConnectionFactory
+from gateway.links.claims import Claim, decode_claim, next_connection_id
+from gateway.links.connection import (
+    ConnectionOptions,
+    Down,
+    DownReason,
+    LinkError,
+    Subscription,
+    describe,
+)
 from gateway.links.grace import publish_within_grace
-from gateway.links.mqtt_common import make_client, subprotocol_property, was_taken_over
+from gateway.links.outbox import Outbox
 from gateway.links.probe import BrokerProbe
-from gateway.links.tls import tls_context_for
 from gateway.observability import Metrics
-from gateway.settings import Settings
-from gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
-TAKEOVER_CHECK_DELAY = 0.25
-BROKER_LOSS_WINDOW = 2.0
-
 
 class PerCpLink:
-    def __init__(self, settings: Settings, metrics: Metrics, gateway_id: str) -> None:
-        self._settings = settings
-        self._metrics = metrics
-        self._address = parse_broker_url(settings.mqtt_url)
-        # One TLS context for the probe and every CP's client.
-        self._tls_context = tls_context_for(settings)
-        self._probe = BrokerProbe(
-            self._address,
-            identifier=f"ocpp-gateway-probe-{gateway_id}",
-            timeout=settings.mqtt_timeout,
-            keepalive=settings.mqtt_keepalive,
-            metrics=metrics,
-            tls_context=self._tls_context,
-        )
+    def __init__(
+        self, broker: BrokerSettings, metrics: Metrics, connect: ConnectionFactory
+    ) -> None:
+        self.broker = broker
+        self.metrics = metrics
+        self.connect = connect
+        self.probe = BrokerProbe(connect, broker, metrics)
 
     @property
     def ready(self) -> bool:
-        return self._probe.ready
+        return self.probe.ready
 
     async def start(self) -> None:
-        await self._probe.start(wait=self._settings.mqtt_timeout)
+        await self.probe.start(wait=self.broker.mqtt_timeout)
 
     async def open_channel(
-        self, cp_id: str, subprotocol: str, deliver: Deliver, on_lost: OnLost
-    ) -> Channel:
-        channel = PerCpChannel(
-            self._address,
-            self._settings,
-            self._metrics,
-            self._probe,
-            cp_id,
-            subprotocol,
-            deliver,
-            on_lost,
-            tls_context=self._tls_context,
-        )
-        await channel.open()
-        return channel
-
-    async def close(self) -> None:
-        await self._probe.close()
-
-
-class PerCpChannel:
-    def __init__(
         self,
-        address: BrokerAddress,
-        settings: Settings,
-        metrics: Metrics,
-        probe: BrokerProbe,
         cp_id: str,
         subprotocol: str,
         deliver: Deliver,
         on_lost: OnLost,
         *,
-        tls_context: ssl.SSLContext | None = None,
+        since: float | None = None,
+    ) -> Channel:
+        claim = Claim(since or time.time(), self.broker.gateway_id, next_connection_id())
+        channel = PerCpChannel(self, cp_id, subprotocol, deliver, on_lost, claim)
+        await channel.open()
+        return channel
+
+    async def close(self) -> None:
+        await self.probe.close()
+
+
+class PerCpChannel:
+    def __init__(
+        self,
+        link: PerCpLink,
+        cp_id: str,
+        subprotocol: str,
+        deliver: Deliver,
+        on_lost: OnLost,
+        claim: Claim,
     ) -> None:
-        self._address = address
-        self._tls_context = tls_context
-        self._settings = settings
-        self._metrics = metrics
-        self._probe = probe
-        self._cp_id = cp_id
-        self._deliver = deliver
+        broker = link.broker
+        self.cp_id = cp_id
+        self.claim = claim
+        self._broker = broker
+        self._probe = link.probe
+        self._metrics = link.metrics
         self._on_lost = on_lost
-        self._in_topic = settings.topic_in.format(cp_id=cp_id)
-        self._out_topic = settings.topic_out.format(cp_id=cp_id)
-        self._publish_properties = subprotocol_property(subprotocol)
-        self._client: aiomqtt.Client | None = None
-        self._connected = asyncio.Event()
+        self._in_topic = broker.topic_in.format(cp_id=cp_id)
+        self._out_topic = broker.topic_out.format(cp_id=cp_id)
+        self._claim_topic = broker.topic_claim.format(cp_id=cp_id)
+        self._properties = (("subprotocol", subprotocol),)
+        self._outbox = Outbox(cp_id, deliver, broker.out_queue_limit, link.metrics)
+        self._connected = asyncio.Event()  # connected and subscribed
         self._ended = asyncio.Event()
-        self._reader: asyncio.Task[None] | None = None
+        # Settled by the next event of a connection attempt: None when up, else why not.
+        self._attempt: asyncio.Future[str | None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._log = log.bind(cp_id=cp_id)
+        self._connection = link.connect(
+            ConnectionOptions(
+                cp_id,
+                clean_start=True,
+                # Keep the broker session through a short outage, so /out messages are not lost.
+                session_expiry=int(broker.broker_grace),
+                reconnect=False,
+            ),
+            self,
+        )
 
     async def open(self) -> None:
-        self._client = await self._connect(resume=False)
-        self._reader = asyncio.create_task(self._read_loop(), name=f"mqtt-reader-{self._cp_id}")
-
-    async def _connect(self, resume: bool) -> aiomqtt.Client:
-        """Connect and subscribe; the subscription is acknowledged before this returns."""
-        connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        # Keep the broker session through a short outage, so /out messages are not lost.
-        connect_properties.SessionExpiryInterval = int(self._settings.broker_grace)
-        client = make_client(
-            self._address,
-            self._cp_id,
-            self._settings.mqtt_timeout,
-            self._settings.mqtt_keepalive,
-            tls_context=self._tls_context,
-            clean_start=not resume,
-            properties=connect_properties,
-        )
+        """Claim the CP, connect and subscribe; returns once the subscription is acknowledged."""
         try:
-            await client.__aenter__()
-        except aiomqtt.MqttError as exc:
-            raise BrokerUnavailable(f"cannot connect to the broker: {exc}") from exc
-        try:
-            await client.subscribe(self._out_topic, qos=self._settings.qos)
-        except aiomqtt.MqttError as exc:
-            await _disconnect(client)
-            raise BrokerUnavailable(f"cannot subscribe to {self._out_topic}: {exc}") from exc
-        self._connected.set()
-        return client
+            await self._publish_claim()
+        except LinkError as exc:
+            raise BrokerUnavailable(f"cannot publish the claim: {exc}") from exc
+        failure = await self._connect_and_subscribe(self._broker.mqtt_timeout)
+        if failure is not None:
+            raise BrokerUnavailable(f"cannot open the broker channel: {failure}")
 
     async def publish(self, frame: bytes) -> None:
         await publish_within_grace(
-            lambda: self._publish_now(frame),
+            lambda: self._connection.publish(self._in_topic, frame, properties=self._properties),
             self._connected,
             self._ended,
-            self._settings.broker_grace,
-            (aiomqtt.MqttError,),
+            self._broker.broker_grace,
+            on_resend=self._metrics.frames_resent.inc,
         )
-
-    async def _publish_now(self, frame: bytes) -> None:
-        client = self._client
-        assert client is not None
-        await client.publish(
-            self._in_topic, frame, qos=self._settings.qos, properties=self._publish_properties
-        )
-
-    async def _read_loop(self) -> None:
-        client = self._client
-        while client is not None:
-            try:
-                async for message in client.messages:
-                    payload = message.payload
-                    if isinstance(payload, bytes | bytearray):
-                        await self._deliver(bytes(payload))
-            except aiomqtt.MqttError as exc:
-                self._connected.clear()
-                if self._ended.is_set():
-                    return
-                if await self._was_taken_over(exc):
-                    await _disconnect(client)
-                    self._end(LinkLost.TAKEN_OVER)
-                    return
-                self._log.warning("broker.channel_lost", error=str(exc))
-                await _disconnect(client)
-                client = await self._reconnect()
-
-    async def _was_taken_over(self, error: aiomqtt.MqttError) -> bool:
-        if was_taken_over(error):
-            return True
-        # Give the probe time to notice a broker-wide loss (it sees a closed socket in ms).
-        await asyncio.sleep(TAKEOVER_CHECK_DELAY)
-        return not self._probe.lost_within(BROKER_LOSS_WINDOW)
-
-    async def _reconnect(self) -> aiomqtt.Client | None:
-        deadline = time.monotonic() + self._settings.broker_grace
-        delays = backoff_delays(initial=0.1, maximum=2.0)
-        while not self._ended.is_set() and time.monotonic() < deadline:
-            await asyncio.sleep(min(next(delays), max(0.0, deadline - time.monotonic())))
-            try:
-                client = await self._connect(resume=True)
-            except BrokerUnavailable:
-                continue
-            if self._ended.is_set():
-                await _disconnect(client)
-                return None
-            self._client = client
-            self._metrics.link_reconnects.inc()
-            self._log.info("broker.channel_restored")
-            return client
-        if not self._ended.is_set():
-            self._end(LinkLost.BROKER_UNAVAILABLE)
-        return None
-
-    def _end(self, reason: LinkLost) -> None:
-        self._ended.set()
-        self._metrics.link_lost.labels(reason=reason.value).inc()
-        self._on_lost(reason)
 
     async def close(self) -> None:
         self._ended.set()
-        reader = self._reader
-        if reader is not asyncio.current_task():
-            await cancel_and_wait(reader)
-        if self._client is not None and self._connected.is_set():
-            self._connected.clear()
-            await _disconnect(self._client)
+        self._connected.clear()
+        current = asyncio.current_task()
+        for task in [self._recovery, *self._tasks]:
+            if task is not None and task is not current:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self._outbox.close()
+        await self._connection.stop()
 
+    # -- connection events -----------------------------------------------------------------
 
-async def _disconnect(client: aiomqtt.Client) -> None:
-    with contextlib.suppress(aiomqtt.MqttError, paho.WebsocketConnectionError, OSError):
-        await client.__aexit__(None, None, None)
+    def connection_up(self) -> None:
+        if self._attempt is not None and not self._attempt.done():
+            self._attempt.set_result(None)
+
+    def connection_down(self, down: Down) -> None:
+        self._connected.clear()
+        if self._attempt is not None and not self._attempt.done():
+            self._attempt.set_result(describe(down))
+        elif not self._ended.is_set() and self._recovery is None:
+            self._recovery = asyncio.create_task(self._recover(down), name=f"recover-{self.cp_id}")
+
+    def message(self, topic: str, payload: bytes) -> None:
+        if topic == self._claim_topic:
+            self._consider(decode_claim(payload))
+        else:
+            self._outbox.put(payload)
+
+    # --------------------------------------------------------------------------------------
+
+    async def _connect_and_subscribe(self, within: float) -> str | None:
+        """Connect (resuming the session after the first time) and subscribe; None when done."""
+        self._attempt = asyncio.get_running_loop().create_future()
+        self._connection.start()
+        failure: str | None
+        try:
+            async with asyncio.timeout(within):
+                failure = await self._attempt
+                if failure is None:
+                    await self._connection.subscribe(
+                        [Subscription(self._out_topic), Subscription(self._claim_topic)]
+                    )
+        except TimeoutError:
+            failure = f"no answer from the broker within {within:.1f} s"
+        except LinkError as exc:
+            failure = str(exc)
+        finally:
+            self._attempt = None
+        if failure is not None:
+            await self._connection.stop()
+            return failure
+        if not self._ended.is_set():
+            self._connected.set()
+        return None
+
+    async def _recover(self, down: Down) -> None:
+        """After a drop: give the CP up if a newer connection has it, else reconnect in time."""
+        try:
+            deadline = time.monotonic() + self._broker.broker_grace
+            if down.reason is not DownReason.STALLED and await self._lost_to_newer():
+                self._end(LinkLost.TAKEN_OVER)
+                return
+            self._log.warning("broker.channel_lost", error=describe(down))
+            delays = backoff_delays(initial=0.1, maximum=1.0)
+            while not self._ended.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                failure = await self._connect_and_subscribe(remaining)
+                if failure is None:
+                    self._metrics.link_reconnects.inc()
+                    self._log.info("broker.channel_restored")
+                    return
+                remaining = deadline - time.monotonic()
+                await asyncio.sleep(max(0.0, min(next(delays), remaining)))
+            self._end(LinkLost.BROKER_UNAVAILABLE)
+        finally:
+            self._recovery = None
+
+    async def _lost_to_newer(self) -> bool:
+        payload = await self._probe.read_retained(self._claim_topic)
+        current = decode_claim(payload) if payload else None
+        if current is None:
+            return False  # the broker cannot say: treat it as the broker's problem
+        if current > self.claim:
+            return True
+        if current < self.claim:
+            with contextlib.suppress(LinkError):
+                await self._publish_claim()
+        return False
+
+    def _consider(self, claim: Claim | None) -> None:
+        if claim is None or claim == self.claim or self._ended.is_set():
+            return
+        if claim > self.claim:
+            self._end(LinkLost.TAKEN_OVER)
+        else:  # an older holder announced itself after this one: tell it again that it lost
+            self._spawn(self._reassert())
+
+    async def _reassert(self) -> None:
+        with contextlib.suppress(LinkError):
+            await self._publish_claim()
+
+    async def _publish_claim(self) -> None:
+        await self._probe.connection.publish(self._claim_topic, self.claim.encode(), retain=True)
+
+    def _end(self, reason: LinkLost) -> None:
+        if self._ended.is_set():
+            return
+        self._ended.set()
+        self._connected.clear()
+        self._spawn(self._connection.stop())
+        self._metrics.link_lost.labels(reason=reason.value).inc()
+        self._on_lost(reason)
+
+    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,118 +1,146 @@
-"""Keeps one small MQTT connection open to know whether the broker is reachable."""
+"""Whether the broker is reachable and answering, seen through one connection of the gateway's own.
+
+The connection publishes a small message on the gateway's topic every half `mqtt_timeout`: a
+broker that accepts TCP but stopped answering (frozen, overloaded) leaves that publish
+unacknowledged, which ends the connection as stalled, so readiness drops within about one and a
+half timeouts instead of one keep-alive. The per-CP link also publishes and reads its claims
+through the probe's connection (`per_cp.py`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
-import time
+import json
+from urllib.parse import urlsplit
 
-import aiomqtt
 import structlog
 
-from gateway.backoff import backoff_delays
-from gateway.links.broker_url import BrokerAddress
-from gateway.links.mqtt_common import make_client
-from gateway.links.tls import diagnose_tls, tls_failure
+from gateway.links.broker import BrokerSettings, ConnectionFactory
+from gateway.links.broker_url import parse_broker_url
+from gateway.links.connection import (
+    BrokerConnection,
+    ConnectionOptions,
+    Down,
+    LinkError,
+    Subscription,
+    describe,
+)
+from gateway.links.tls import TlsConfigError, diagnose_tls, load_tls_material, ssl_context
 from gateway.observability import Metrics
+from gateway.settings import MqttAuth
 from gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
+# A retained message arrives right after the SUBACK; wait this long for one that may exist.
+RETAINED_WAIT = 1.0
+
+
+async def check_forever(connection: BrokerConnection, topic: str, interval: float) -> None:
+    """Publish on `topic` every `interval` s while up; a stalled broker ends the connection."""
+    alive = json.dumps({"alive": True}).encode()
+    while True:
+        await asyncio.sleep(interval)
+        if connection.up:
+            with contextlib.suppress(LinkError):
+                await connection.publish(topic, alive)
+
+
+async def explain_unreachable(broker: BrokerSettings, error: str | None) -> None:
+    """Log why the broker cannot be reached, with the TLS reason when there is one."""
+    address = parse_broker_url(broker.mqtt_url)
+    port = address.port
+    if broker.mqtt_auth is MqttAuth.SIGV4:
+        port = urlsplit(broker.mqtt_url).port or 443
+    diagnosis = None
+    if address.tls:
+        try:
+            context = ssl_context(load_tls_material(broker))
+        except TlsConfigError as exc:
+            diagnosis = str(exc)
+        else:
+            diagnosis = await diagnose_tls(address.host, port, context, broker.mqtt_timeout)
+    if diagnosis is not None:
+        log.error("broker.tls_failed", host=address.host, port=port, error=diagnosis)
+    else:
+        log.warning("broker.unreachable", host=address.host, port=port, error=error)
+
 
 class BrokerProbe:
     def __init__(
-        self,
-        address: BrokerAddress,
-        identifier: str,
-        timeout: float,
-        keepalive: int,
-        metrics: Metrics,
-        tls_context: ssl.SSLContext | None = None,
+        self, connect: ConnectionFactory, broker: BrokerSettings, metrics: Metrics
     ) -> None:
-        self._address = address
-        self._tls_context = tls_context
-        self._tls_failure: str | None = None
-        self._last_error: str | None = None
-        self._identifier = identifier
-        self._timeout = timeout
-        self._keepalive = keepalive
+        self._broker = broker
         self._metrics = metrics
-        self._connected = asyncio.Event()
-        self._last_lost = float("-inf")
-        self._task: asyncio.Task[None] | None = None
+        self.connection = connect(
+            ConnectionOptions(broker.client_id("probe"), min_delay=0.2, max_delay=1.0), self
+        )
+        self._ready = asyncio.Event()
+        self._last_error: str | None = None
+        self._checker: asyncio.Task[None] | None = None
+        self._reads: dict[str, asyncio.Future[bytes]] = {}
 
     @property
     def ready(self) -> bool:
-        return self._connected.is_set()
-
-    def lost_within(self, seconds: float) -> bool:
-        """Whether the broker is unreachable now or was lost in the last `seconds`."""
-        return not self.ready or time.monotonic() - self._last_lost < seconds
+        return self._ready.is_set()
 
     async def start(self, wait: float) -> None:
         """Start probing; wait up to `wait` seconds for the first connection."""
-        self._task = asyncio.create_task(self._run(), name="broker-probe")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), wait)
-        if not self.ready:
-            await self._explain_unreachable()
-
-    async def _explain_unreachable(self) -> None:
-        host, port = self._address.host, self._address.port
-        failure = self._tls_failure
-        if failure is None and self._tls_context is not None:
-            failure = await diagnose_tls(host, port, self._tls_context, self._timeout)
-        if failure is not None:
-            self._report_tls_failure(failure)
-        else:
-            log.warning("broker.unreachable", host=host, port=port, error=self._last_error)
-
-    async def _run(self) -> None:
-        delays = backoff_delays(initial=0.2, maximum=5.0)
-        while True:
-            client = make_client(
-                self._address,
-                self._identifier,
-                self._timeout,
-                self._keepalive,
-                tls_context=self._tls_context,
+        self.connection.start()
+        self._checker = asyncio.create_task(
+            check_forever(
+                self.connection, self._broker.gateway_topic, self._broker.mqtt_timeout / 2
             )
-            try:
-                async with client:
-                    self._set_ready(True)
-                    delays = backoff_delays(initial=0.2, maximum=5.0)
-                    # Iterating the (empty) message queue returns only when the link drops.
-                    async for _ in client.messages:
-                        pass
-            except aiomqtt.MqttError as exc:
-                self._last_error = str(exc)
-                failure = tls_failure(exc)
-                if failure is not None:
-                    self._report_tls_failure(failure)
-                elif self.ready:
-                    log.warning("broker.lost", error=str(exc))
-            self._set_ready(False)
-            await asyncio.sleep(next(delays))
-
-    def _report_tls_failure(self, failure: str) -> None:
-        if failure != self._tls_failure:  # once per distinct failure, not at every retry
-            self._tls_failure = failure
-            host, port = self._address.host, self._address.port
-            log.error("broker.tls_failed", host=host, port=port, error=failure)
-
-    def _set_ready(self, ready: bool) -> None:
-        if ready:
-            self._tls_failure = None
-        if ready and not self.ready:
-            log.info("broker.reachable", host=self._address.host, port=self._address.port)
-            self._connected.set()
-        elif not ready:
-            if self.ready:
-                self._last_lost = time.monotonic()
-            self._connected.clear()
-        self._metrics.link_ready.set(1 if ready else 0)
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), wait)
+        if not self.ready:
+            await explain_unreachable(self._broker, self._last_error)
 
     async def close(self) -> None:
-        await cancel_and_wait(self._task)
+        await cancel_and_wait(self._checker)
+        await self.connection.stop()
         self._set_ready(False)
+
+    async def read_retained(self, topic: str) -> bytes | None:
+        """The message retained on `topic`, or None (none, or the broker cannot be asked)."""
+        if not self.ready or topic in self._reads:
+            return None
+        waiter = self._reads[topic] = asyncio.get_running_loop().create_future()
+        try:
+            await self.connection.subscribe([Subscription(topic)])
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(waiter, RETAINED_WAIT)
+            return None
+        except LinkError:
+            return None
+        finally:
+            del self._reads[topic]
+            with contextlib.suppress(LinkError):
+                await self.connection.unsubscribe([topic])
+
+    # -- connection events -----------------------------------------------------------------
+
+    def connection_up(self) -> None:
+        self._set_ready(True)
+
+    def connection_down(self, down: Down) -> None:
+        self._last_error = describe(down)
+        if self.ready:
+            log.warning("broker.lost", error=self._last_error)
+        self._set_ready(False)
+
+    def message(self, topic: str, payload: bytes) -> None:
+        waiter = self._reads.get(topic)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(payload)
+
+    def _set_ready(self, ready: bool) -> None:
+        if ready and not self.ready:
+            address = parse_broker_url(self._broker.mqtt_url)
+            log.info("broker.reachable", host=address.host, port=address.port)
+            self._ready.set()
+        elif not ready:
+            self._ready.clear()
+        self._metrics.link_ready.set(1 if ready else 0)

@@ -18,166 +18,96 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import json
 import time
-from collections import deque
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Coroutine
+from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
 
 from gateway.links.base import BrokerUnavailable, Channel, Deliver, LinkLost, OnLost
 from gateway.links.batching import TopicBatcher
-from gateway.links.broker_url import region_of_iot_endpoint
+from gateway.links.broker import BrokerSettings, ConnectionFactory
+from gateway.links.claims import Claim, decode_claim, next_connection_id
+from gateway.links.connection import (
+    ConnectionOptions,
+    Down,
+    LinkError,
+    Subscription,
+    describe,
+)
 from gateway.links.grace import publish_within_grace
+from gateway.links.outbox import Outbox
+from gateway.links.probe import check_forever, explain_unreachable
 from gateway.observability import Metrics
-from gateway.settings import Settings
+from gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
-# Unique per connection of this process, and across restarts of a gateway with a fixed id;
-# cheaper than a random UUID on the connect path.
-_PROCESS_STARTED = f"{time.time_ns():x}"
-_connection_numbers = itertools.count(1)
-
-
-def next_connection_id() -> str:
-    return f"{_PROCESS_STARTED}.{next(_connection_numbers)}"
-
-
-@dataclass(frozen=True, order=True)
-class Claim:
-    """Who holds a charge point; a greater claim is newer and wins."""
-
-    at: float
-    gateway: str
-    connection: str
-
-    def encode(self) -> bytes:
-        return json.dumps(
-            {"gateway": self.gateway, "connection": self.connection, "at": self.at}
-        ).encode()
-
-
-def decode_claim(payload: bytes) -> Claim | None:
-    try:
-        fields = json.loads(payload)
-        return Claim(float(fields["at"]), str(fields["gateway"]), str(fields["connection"]))
-    except (ValueError, TypeError, KeyError):
-        return None
-
-
-# Topic filters per SUBSCRIBE packet: AWS IoT Core accepts at most 8 (a hard limit).
-AWS_IOT_CORE_TOPICS_PER_SUBSCRIBE = 8
-TOPICS_PER_SUBSCRIBE = 500
-
-
-def topics_per_subscribe(broker_host: str) -> int:
-    if region_of_iot_endpoint(broker_host) is not None:
-        return AWS_IOT_CORE_TOPICS_PER_SUBSCRIBE
-    return TOPICS_PER_SUBSCRIBE
-
-
-class Subscription(NamedTuple):
-    topic: str
-    # MQTT 5 "no local": the broker does not send back what this connection published (the
-    # gateway's own claims; within one gateway the newest connection wins without them).
-    no_local: bool = False
-
-
-class SharedTransport(Protocol):
-    """One broker connection for the whole gateway; it reconnects by itself.
-
-    It reports to its `TransportEvents` from the asyncio loop: `transport_up` once connected
-    (awaited before the link is ready, so subscriptions are restored first), `transport_down`
-    when the connection drops, and `transport_message` for every message received.
-    """
-
-    errors: tuple[type[Exception], ...]
-    max_topics_per_packet: int
-
-    def start(self) -> None: ...
-
-    async def subscribe(self, subscriptions: list[Subscription]) -> None: ...
-
-    async def unsubscribe(self, topics: list[str]) -> None: ...
-
-    async def publish(self, topic: str, payload: bytes, subprotocol: str | None) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class TransportEvents(Protocol):
-    async def transport_up(self, reconnected: bool) -> None: ...
-
-    def transport_down(self) -> None: ...
-
-    def transport_message(self, topic: str, payload: bytes) -> None: ...
-
-
-TransportFactory = Callable[[Settings, str, TransportEvents], SharedTransport]
+# The shared connection carries every CP: let many QoS 1 messages be in flight both ways.
+RECEIVE_MAXIMUM = 65535
 
 
 class SharedLink:
     def __init__(
-        self,
-        settings: Settings,
-        metrics: Metrics,
-        gateway_id: str,
-        transport: TransportFactory,
+        self, broker: BrokerSettings, metrics: Metrics, connect: ConnectionFactory
     ) -> None:
-        self._settings = settings
-        self._metrics = metrics
-        self._gateway_id = gateway_id
+        self.broker = broker
+        self.metrics = metrics
         self._by_out_topic: dict[str, SharedChannel] = {}
         self._by_claim_topic: dict[str, SharedChannel] = {}
-        self._transport = transport(settings, f"ocpp-gateway-{gateway_id}", self)
-        max_topics = self._transport.max_topics_per_packet
-        self._subscribing = TopicBatcher(self._transport.subscribe, max_topics)
-        self._unsubscribing = TopicBatcher(self._transport.unsubscribe, max_topics)
-        self.settings = settings
-        self.metrics = metrics
+        self.connection = connect(
+            ConnectionOptions(
+                broker.client_id("shared"),
+                # Keep the broker session through a short outage so /out messages wait for us.
+                session_expiry=int(broker.broker_grace),
+                receive_maximum=RECEIVE_MAXIMUM,
+            ),
+            self,
+        )
+        max_topics = self.connection.max_topics_per_packet
+        self._subscribing = TopicBatcher(self.connection.subscribe, max_topics)
+        self._unsubscribing = TopicBatcher(self.connection.unsubscribe, max_topics)
         self.connected = asyncio.Event()
+        self._connected_before = False
+        self._last_error: str | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._checker: asyncio.Task[None] | None = None
         self._grace_timer: asyncio.TimerHandle | None = None
 
     @property
     def ready(self) -> bool:
         return self.connected.is_set()
 
-    @property
-    def transport(self) -> SharedTransport:
-        return self._transport
-
     async def start(self) -> None:
-        self._transport.start()
+        self.connection.start()
+        self._checker = asyncio.create_task(
+            check_forever(self.connection, self.broker.gateway_topic, self.broker.mqtt_timeout / 2)
+        )
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.connected.wait(), self._settings.mqtt_timeout)
+            await asyncio.wait_for(self.connected.wait(), self.broker.mqtt_timeout)
         if not self.ready:
-            log.warning("broker.unreachable", url=_without_credentials(self._settings.mqtt_url))
+            await explain_unreachable(self.broker, self._last_error)
 
     async def open_channel(
-        self, cp_id: str, subprotocol: str, deliver: Deliver, on_lost: OnLost
+        self,
+        cp_id: str,
+        subprotocol: str,
+        deliver: Deliver,
+        on_lost: OnLost,
+        *,
+        since: float | None = None,
     ) -> Channel:
         if not self.ready:
             raise BrokerUnavailable("the gateway is not connected to the broker")
-        channel = SharedChannel(
-            self,
-            cp_id,
-            subprotocol,
-            deliver,
-            on_lost,
-            claim=Claim(time.time(), self._gateway_id, next_connection_id()),
-        )
+        claim = Claim(since or time.time(), self.broker.gateway_id, next_connection_id())
+        channel = SharedChannel(self, cp_id, subprotocol, deliver, on_lost, claim)
         self._by_out_topic[channel.out_topic] = channel
         self._by_claim_topic[channel.claim_topic] = channel
         try:
             await self._subscribing.request(channel.subscriptions)
-            await self._transport.publish(channel.claim_topic, channel.claim.encode(), None)
-        except self._transport.errors as exc:
+            await self.connection.publish(channel.claim_topic, channel.claim.encode())
+        except LinkError as exc:
             self._forget(channel)
             raise BrokerUnavailable(f"cannot subscribe for {cp_id}: {exc}") from exc
         except asyncio.CancelledError:  # the CP left while its subscription was under way
@@ -189,7 +119,7 @@ class SharedLink:
         """Unsubscribe for a closed channel, unless a newer channel of the same CP took over."""
         if not self._forget(channel) or not self.ready:
             return
-        with contextlib.suppress(*self._transport.errors):
+        with contextlib.suppress(LinkError):
             await self._unsubscribing.request([channel.out_topic, channel.claim_topic])
 
     def _forget(self, channel: SharedChannel) -> bool:
@@ -210,49 +140,64 @@ class SharedLink:
 
     async def _publish_claim(self, channel: SharedChannel) -> None:
         if self.ready:
-            with contextlib.suppress(*self._transport.errors):
-                await self._transport.publish(channel.claim_topic, channel.claim.encode(), None)
+            with contextlib.suppress(LinkError):
+                await self.connection.publish(channel.claim_topic, channel.claim.encode())
 
     async def close(self) -> None:
-        await self._transport.close()
+        await cancel_and_wait(self._checker)
+        for task in list(self._background):
+            await cancel_and_wait(task)
+        await self.connection.stop()
         if self._grace_timer is not None:
             self._grace_timer.cancel()
+        self.connected.clear()
+        self.metrics.link_ready.set(0)
 
-    # -- transport events, on the asyncio loop --------------------------------------------
+    # -- connection events -----------------------------------------------------------------
 
-    async def transport_up(self, reconnected: bool) -> None:
+    def connection_up(self) -> None:
+        self._in_background(self._restore())
+
+    async def _restore(self) -> None:
+        """Subscribe again for every connected CP, then count as ready."""
         subscriptions = [
             subscription
             for channel in list(self._by_out_topic.values())
             for subscription in channel.subscriptions
         ]
-        batch = self._transport.max_topics_per_packet
-        for start in range(0, len(subscriptions), batch):
-            await self._transport.subscribe(subscriptions[start : start + batch])
+        batch = self.connection.max_topics_per_packet
+        try:
+            for start in range(0, len(subscriptions), batch):
+                await self.connection.subscribe(subscriptions[start : start + batch])
+        except LinkError as exc:
+            log.warning("broker.resubscribe_failed", error=str(exc))  # a drop follows
+            return
         if subscriptions:
             log.info("broker.resubscribed", channels=len(subscriptions) // 2)
         if self._grace_timer is not None:
             self._grace_timer.cancel()
             self._grace_timer = None
-        if reconnected:
-            self._metrics.link_reconnects.inc()
+        if self._connected_before:
+            self.metrics.link_reconnects.inc()
+        self._connected_before = True
         self.connected.set()
-        self._metrics.link_ready.set(1)
-        log.info("broker.reachable", url=_without_credentials(self._settings.mqtt_url))
+        self.metrics.link_ready.set(1)
+        log.info("broker.reachable", url=_without_credentials(self.broker.mqtt_url))
 
-    def transport_down(self) -> None:
+    def connection_down(self, down: Down) -> None:
+        self._last_error = describe(down)
         if self.ready:
-            log.warning("broker.lost", channels=len(self._by_out_topic))
+            log.warning("broker.lost", channels=len(self._by_out_topic), error=self._last_error)
         self.connected.clear()
-        self._metrics.link_ready.set(0)
+        self.metrics.link_ready.set(0)
         if self._grace_timer is None and self._by_out_topic:
             loop = asyncio.get_running_loop()
-            self._grace_timer = loop.call_later(self._settings.broker_grace, self._grace_expired)
+            self._grace_timer = loop.call_later(self.broker.broker_grace, self._grace_expired)
 
-    def transport_message(self, topic: str, payload: bytes) -> None:
+    def message(self, topic: str, payload: bytes) -> None:
         channel = self._by_out_topic.get(topic)
         if channel is not None:
-            channel.enqueue(payload)
+            channel.outbox.put(payload)
             return
         claimant = self._by_claim_topic.get(topic)
         if claimant is not None:
@@ -278,53 +223,32 @@ class SharedChannel:
         on_lost: OnLost,
         claim: Claim,
     ) -> None:
-        settings = link.settings
+        broker = link.broker
         self._link = link
-        self._settings = settings
-        self._deliver = deliver
         self._on_lost = on_lost
         self.cp_id = cp_id
         self.claim = claim
-        self.in_topic = settings.topic_in.format(cp_id=cp_id)
-        self.out_topic = settings.topic_out.format(cp_id=cp_id)
-        self.claim_topic = settings.topic_claim.format(cp_id=cp_id)
+        self.in_topic = broker.topic_in.format(cp_id=cp_id)
+        self.out_topic = broker.topic_out.format(cp_id=cp_id)
+        self.claim_topic = broker.topic_claim.format(cp_id=cp_id)
+        # MQTT 5 "no local" on claims: a gateway does not get its own claims back.
         self.subscriptions = [Subscription(self.out_topic), Subscription(self.claim_topic, True)]
-        self._subprotocol = subprotocol
-        self._pending: deque[bytes] = deque()
-        self._sender: asyncio.Task[None] | None = None
+        self.outbox = Outbox(cp_id, deliver, broker.out_queue_limit, link.metrics)
+        self._properties = (("subprotocol", subprotocol),)
         self._ended = asyncio.Event()
 
     async def publish(self, frame: bytes) -> None:
-        transport = self._link.transport
+        connection = self._link.connection
         await publish_within_grace(
-            lambda: transport.publish(self.in_topic, frame, self._subprotocol),
+            lambda: connection.publish(self.in_topic, frame, properties=self._properties),
             self._link.connected,
             self._ended,
-            self._settings.broker_grace,
-            transport.errors,
+            self._link.broker.broker_grace,
+            on_resend=self._link.metrics.frames_resent.inc,
         )
 
-    def enqueue(self, payload: bytes) -> None:
-        """Queue an outbound message; one sender task drains the queue in order."""
-        if self._ended.is_set():
-            return
-        if len(self._pending) >= self._settings.out_queue_limit:
-            self._link.metrics.frames_dropped.labels(direction="out", reason="cp_too_slow").inc()
-            log.warning("frame.dropped", cp_id=self.cp_id, direction="out", reason="cp too slow")
-            return
-        self._pending.append(payload)
-        if self._sender is None:
-            self._sender = asyncio.create_task(self._send_pending())
-
-    async def _send_pending(self) -> None:
-        try:
-            while self._pending:
-                await self._deliver(self._pending.popleft())
-        finally:
-            self._sender = None
-
     def consider(self, claim: Claim | None) -> None:
-        """React to a claim on this CP's claim topic (possibly our own)."""
+        """React to a claim on this CP's claim topic."""
         if claim is None or claim == self.claim or self._ended.is_set():
             return
         if claim > self.claim:
@@ -342,12 +266,7 @@ class SharedChannel:
 
     async def close(self) -> None:
         self._ended.set()
-        sender = self._sender
-        if sender is not None and sender is not asyncio.current_task():
-            # Let queued answers reach the CP if it is still there, but never wait long.
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(sender), 1.0)
-            sender.cancel()
+        await self.outbox.close()
         await self._link.release(self)
 
 

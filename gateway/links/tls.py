@@ -21,12 +21,15 @@ import ssl
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
 from gateway.links.broker_url import parse_broker_url
 from gateway.links.errors import LinkMisconfigured
-from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.links.broker import BrokerSettings
 
 PEM_BEGIN = b"-----BEGIN "
 CLIENT_CERT_VERDICT_WAIT = 0.5
@@ -50,14 +53,14 @@ class TlsMaterial:
         return self.cert_pem is not None
 
 
-def tls_context_for(settings: Settings) -> ssl.SSLContext | None:
+def tls_context_for(settings: BrokerSettings) -> ssl.SSLContext | None:
     """The aiomqtt link's one TLS context, or None for a plain `mqtt://` broker."""
     if not parse_broker_url(settings.mqtt_url).tls:
         return None
     return ssl_context(load_tls_material(settings))
 
 
-def load_tls_material(settings: Settings) -> TlsMaterial:
+def load_tls_material(settings: BrokerSettings) -> TlsMaterial:
     """Read and check the configured CA, certificate and key; raises `TlsConfigError`."""
     return TlsMaterial(
         ca_pem=_pem_setting("CA", settings.mqtt_ca_file, settings.mqtt_ca_pem),

@@ -10,13 +10,12 @@ The payload (https://docs.aws.amazon.com/iot/latest/developerguide/registry-even
     {"eventType": "THING_EVENT", "operation": "DELETED", "thingName": "CP1",
      "eventId": "...", "timestamp": 1234567890123, "accountId": "...", "thingId": "...", ...}
 
-The watcher subscribes with a small MQTT 5 client of its own (client id
-`ocpp-gateway-events-<gateway id>`) on the gateway's broker, and for each deleted Thing calls
-back, which makes the registry answer "no" for the id and closes its session. It connects like
-the link does: `AiomqttEventWatcher` with TLS and a device certificate, `CrtEventWatcher`
-(`events_crt.py`) over WebSockets signed with SigV4. Without events
-(turned off, not enabled in the account, or the watcher disconnected) a deleted Thing is still
-closed by the periodic re-validation, once its cached answer expires.
+The watcher subscribes with a broker connection of its own (client id
+`ocpp-gateway:events:<gateway id>:<process>`), through the same MQTT library and credentials as
+the link (`GATEWAY_LINK_IMPL`; SigV4 needs awscrt), and for each deleted Thing calls back,
+which makes the registry answer "no" for the id and closes its session. Without events (turned
+off, not enabled in the account, or the watcher disconnected) a deleted Thing is still closed by
+the periodic re-validation, once its cached answer expires.
 """
 
 from __future__ import annotations
@@ -24,39 +23,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import ssl
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-import aiomqtt
 import structlog
-from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.backoff import backoff_delays
-from gateway.links.broker_url import parse_broker_url
+from gateway.links.broker import BrokerSettings, ConnectionFactory, connection_factory
+from gateway.links.connection import (
+    BrokerRefused,
+    ConnectionOptions,
+    Down,
+    LinkError,
+    Subscription,
+    describe,
+)
 from gateway.registry.ids import is_valid_cp_id
-from gateway.settings import MqttAuth, Settings
-from gateway.tasks import cancel_and_wait
+from gateway.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 THING_EVENT = "THING_EVENT"
 DELETED = "DELETED"
 MAX_EVENT_BYTES = 65536
-CLIENT_ID_PREFIX = "ocpp-gateway-events-"
 RETRY_INITIAL = 0.5
 RETRY_MAXIMUM = 30.0
-_FIRST_FAILURE = 0x80  # MQTT SUBACK codes from here on refuse the subscription
 
 OnDeleted = Callable[[str], Coroutine[Any, Any, object]]
 
 
 class InvalidRegistryEvent(ValueError):
     """A message on the event topic that is not a registry event; the message says why."""
-
-
-class SubscriptionRefused(Exception):
-    """The broker refused the event subscription (an IoT policy without iot:Subscribe)."""
 
 
 def deleted_thing_name(payload: bytes) -> str | None:
@@ -68,7 +65,7 @@ def deleted_thing_name(payload: bytes) -> str | None:
         raise InvalidRegistryEvent(f"larger than {MAX_EVENT_BYTES} bytes")
     try:
         event = json.loads(payload)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidRegistryEvent("not JSON") from None
     if not isinstance(event, dict):
         raise InvalidRegistryEvent("not a JSON object")
@@ -88,15 +85,6 @@ def deleted_thing_name(payload: bytes) -> str | None:
     return name
 
 
-def refused_code(granted: Sequence[int | ReasonCode]) -> int | None:
-    """The first refusal among a SUBACK's codes, or None when every subscription was granted."""
-    for code in granted:
-        value = code.value if isinstance(code, ReasonCode) else code
-        if value >= _FIRST_FAILURE:
-            return value
-    return None
-
-
 def refusal_message(topic: str, code: str) -> str:
     return (
         f"the broker refused the subscription to {topic!r} ({code}): allow iot:Subscribe on it "
@@ -106,15 +94,21 @@ def refusal_message(topic: str, code: str) -> str:
 
 
 class RegistryEventWatcher:
-    """What every watcher does once a message arrives, whatever its MQTT client."""
+    """Keeps a subscription to the registry's event topic; calls back for each deleted Thing."""
 
-    def __init__(self, *, topic: str, client_id: str, timeout: float) -> None:
+    def __init__(
+        self, connect: ConnectionFactory, *, topic: str, client_id: str, timeout: float
+    ) -> None:
         self.topic = topic
         self.client_id = client_id
         self._timeout = timeout
+        self._connection = connect(
+            ConnectionOptions(client_id, min_delay=RETRY_INITIAL, max_delay=RETRY_MAXIMUM), self
+        )
         self._on_deleted: OnDeleted | None = None
         self._subscribed = asyncio.Event()
         self._first_attempt_done = asyncio.Event()
+        self._subscriber: asyncio.Task[None] | None = None
         self._callbacks: set[asyncio.Task[object]] = set()
 
     @property
@@ -128,21 +122,54 @@ class RegistryEventWatcher:
         retried): an unreachable broker never stops the gateway from starting.
         """
         self._on_deleted = on_deleted
-        self._connect()
+        self._connection.start()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._first_attempt_done.wait(), 2 * self._timeout)
-
-    def _connect(self) -> None:
-        raise NotImplementedError
 
     async def wait_subscribed(self) -> None:
         await self._subscribed.wait()
 
     async def close(self) -> None:
-        tasks: list[asyncio.Task[object]] = [*self._callbacks]
+        tasks: list[asyncio.Task[Any]] = [*self._callbacks]
+        if self._subscriber is not None:
+            tasks.append(self._subscriber)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._connection.stop()
+
+    # -- connection events -----------------------------------------------------------------
+
+    def connection_up(self) -> None:
+        if self._subscriber is not None:
+            self._subscriber.cancel()
+        self._subscriber = asyncio.create_task(self._subscribe(), name="registry-events")
+
+    def connection_down(self, down: Down) -> None:
+        self._unavailable(describe(down), retry_in=None)
+
+    def message(self, topic: str, payload: bytes) -> None:
+        self.handle_event(topic, payload)
+
+    # --------------------------------------------------------------------------------------
+
+    async def _subscribe(self) -> None:
+        """Subscribe (the session is clean after every connection); retry a refusal."""
+        delays = backoff_delays(initial=RETRY_INITIAL, maximum=RETRY_MAXIMUM)
+        while True:
+            try:
+                await self._connection.subscribe([Subscription(self.topic)])
+            except BrokerRefused as exc:
+                problem = refusal_message(self.topic, str(exc).rpartition(": ")[2])
+            except LinkError as exc:  # the connection dropped: it subscribes again once up
+                self._unavailable(str(exc), retry_in=None)
+                return
+            else:
+                self._now_subscribed()
+                return
+            delay = next(delays)
+            self._unavailable(problem, retry_in=delay)
+            await asyncio.sleep(delay)
 
     def _now_subscribed(self) -> None:
         self._subscribed.set()
@@ -188,101 +215,15 @@ class RegistryEventWatcher:
             )
 
 
-class AiomqttEventWatcher(RegistryEventWatcher):
-    """The watcher on aiomqtt: plain MQTT, or TLS with a device certificate."""
-
-    def __init__(
-        self,
-        *,
-        broker_url: str,
-        topic: str,
-        client_id: str,
-        timeout: float = 5.0,
-        keepalive: int = 60,
-        tls_context: ssl.SSLContext | None = None,
-    ) -> None:
-        super().__init__(topic=topic, client_id=client_id, timeout=timeout)
-        self._address = parse_broker_url(broker_url)
-        self._keepalive = keepalive
-        self._tls_context = tls_context
-        self._runner: asyncio.Task[None] | None = None
-
-    def _connect(self) -> None:
-        self._runner = asyncio.create_task(self._run(), name="registry-events")
-
-    async def close(self) -> None:
-        await cancel_and_wait(self._runner)
-        self._runner = None
-        await super().close()
-
-    async def _run(self) -> None:
-        delays = backoff_delays(initial=RETRY_INITIAL, maximum=RETRY_MAXIMUM)
-        while True:
-            try:
-                async with self._client() as client:
-                    await self._subscribe(client)
-                    delays = backoff_delays(initial=RETRY_INITIAL, maximum=RETRY_MAXIMUM)
-                    async for message in client.messages:
-                        self.handle_event(str(message.topic), message.payload)
-                problem = "the broker ended the subscription"
-            except (aiomqtt.MqttError, OSError) as exc:
-                problem = str(exc) or type(exc).__name__
-            except SubscriptionRefused as exc:
-                problem = str(exc)
-            except Exception as exc:
-                # A bug must not end the watcher for good: log it in full, then start over.
-                log.exception("registry.events_failed", topic=self.topic)
-                problem = repr(exc)
-            delay = next(delays)
-            self._unavailable(problem, retry_in=delay)
-            await asyncio.sleep(delay)
-
-    def _client(self) -> aiomqtt.Client:
-        address = self._address
-        return aiomqtt.Client(
-            hostname=address.host,
-            port=address.port,
-            identifier=self.client_id,
-            username=address.username,
-            password=address.password,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=True,
-            timeout=self._timeout,
-            keepalive=self._keepalive,
-            tls_context=(self._tls_context or ssl.create_default_context())
-            if address.tls
-            else None,
-        )
-
-    async def _subscribe(self, client: aiomqtt.Client) -> None:
-        granted = await client.subscribe(self.topic, qos=1)
-        code = refused_code(granted)
-        if code is not None:
-            raise SubscriptionRefused(refusal_message(self.topic, f"reason code 0x{code:02X}"))
-        self._now_subscribed()
-
-
 def build_event_watcher(settings: Settings, gateway_id: str) -> RegistryEventWatcher | None:
     """The watcher the settings ask for, or None when `GATEWAY_REGISTRY_EVENTS_TOPIC` is empty."""
     topic = settings.registry_events_topic
     if not topic:
         return None
-    client_id = CLIENT_ID_PREFIX + gateway_id
-    if settings.mqtt_auth is MqttAuth.SIGV4:
-        # aiomqtt cannot sign WebSockets with SigV4; the CRT can.
-        from gateway.registry.events_crt import CrtEventWatcher
-
-        return CrtEventWatcher(settings, topic=topic, client_id=client_id)
-    tls_context = None
-    if parse_broker_url(settings.mqtt_url).tls:
-        from gateway.links.tls import tls_context_for
-
-        tls_context = tls_context_for(settings)
-    return AiomqttEventWatcher(
-        broker_url=settings.mqtt_url,
+    broker = BrokerSettings.from_settings(settings, gateway_id)
+    return RegistryEventWatcher(
+        connection_factory(broker),
         topic=topic,
-        client_id=client_id,
+        client_id=broker.client_id("events"),
         timeout=settings.mqtt_timeout,
-        keepalive=settings.mqtt_keepalive,
-        tls_context=tls_context,
     )

@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 from awscrt import io as awscrt_io
 from awscrt.exceptions import AwsCrtError
+from gateway.links.crt_clients import SESSION_TAKEN_OVER
+from gateway.links.crt_link import CrtChannel
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway.links import LinkLost, build_link, tls
-from gateway.links.crt_clients import SESSION_TAKEN_OVER
-from gateway.links.crt_link import CrtChannel
 from gateway.observability import Metrics
 from gateway.settings import Settings
 from tests.support.gateway import REPO_ROOT, GatewayProcess, running_gateway, ws_url

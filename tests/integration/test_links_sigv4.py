@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 from awscrt import auth
 from awsiot import mqtt5_client_builder
+from gateway.links.crt_clients import CrtClient, CrtClientFactory
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from gateway.links.crt_clients import CrtClient, CrtClientFactory
 from gateway.settings import Settings
 from tests.support.sigv4 import expected_signature, parse_presigned
 from tests.support.tls import BROKER_HOST, Pki, make_pki

@@ -15,13 +15,13 @@ from typing import Any
 
 import boto3
 import pytest
+from gateway.registry.events_crt import CrtEventWatcher
 from structlog.testing import capture_logs
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway.registry.aws_iot import AwsIotRegistry
 from gateway.registry.events import AiomqttEventWatcher, RegistryEventWatcher, build_event_watcher
-from gateway.registry.events_crt import CrtEventWatcher
 from gateway.server import Gateway
 from gateway.settings import Settings
 from tests.support.aws import MotoServer, isolate_from_real_aws

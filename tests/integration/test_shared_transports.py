@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
+from gateway.links.shared_aiomqtt import AiomqttTransport
+from gateway.links.shared_crt import CrtTransport
 
 from gateway.links.shared import (
     AWS_IOT_CORE_TOPICS_PER_SUBSCRIBE,
@@ -13,8 +15,6 @@ from gateway.links.shared import (
     Subscription,
     TransportFactory,
 )
-from gateway.links.shared_aiomqtt import AiomqttTransport
-from gateway.links.shared_crt import CrtTransport
 from gateway.settings import Settings
 from tests.support.mosquitto import MosquittoContainer, MosquittoProcess
 from tests.support.mqtt import mqtt_peer

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from gateway.links.mqtt_common import subprotocol_property
+from gateway.links.aiomqtt_connection import publish_properties
 from processor.service import Processor
 from processor.settings import Settings
 
@@ -44,5 +44,5 @@ async def send_frame(
     peer: MqttPeer, cp_id: str, frame: str | bytes, subprotocol: str | None = "ocpp2.0.1"
 ) -> None:
     """Publish a CP frame to `<cpId>/in` as the gateway does (QoS 1, subprotocol property)."""
-    properties = subprotocol_property(subprotocol) if subprotocol is not None else None
+    properties = publish_properties((("subprotocol", subprotocol),)) if subprotocol is not None else None
     await peer.client.publish(f"{cp_id}/in", frame, qos=1, properties=properties)

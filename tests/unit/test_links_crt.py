@@ -8,9 +8,6 @@ from typing import Any
 
 import pytest
 from awscrt import auth, http, mqtt5
-
-from gateway.links import LinkMisconfigured
-from gateway.links.broker_url import region_of_iot_endpoint
 from gateway.links.crt_clients import (
     CrtClientFactory,
     CrtEndpoint,
@@ -18,6 +15,9 @@ from gateway.links.crt_clients import (
     crt_endpoint,
     sigv4_handshake_signer,
 )
+
+from gateway.links import LinkMisconfigured
+from gateway.links.broker_url import region_of_iot_endpoint
 from gateway.links.tls import TlsConfigError, TlsMaterial
 from gateway.settings import Settings
 from tests.support.sigv4 import expected_signature, parse_presigned, signed_at

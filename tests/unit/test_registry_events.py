@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from gateway.registry.events_crt import CrtEventWatcher
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
@@ -17,7 +18,6 @@ from gateway.registry.events import (
     deleted_thing_name,
     refused_code,
 )
-from gateway.registry.events_crt import CrtEventWatcher
 from gateway.settings import THING_DELETED_TOPIC, Settings
 
 

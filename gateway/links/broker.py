@@ -1,0 +1,82 @@
+"""What the links read of the gateway's settings, and how they open broker connections.
+
+`BrokerSettings` is the small section of `Settings` the link layer depends on (the same names,
+so `GATEWAY_MQTT_TIMEOUT` is `mqtt_timeout` here too). `connection_factory` picks the MQTT
+client library once (`GATEWAY_LINK_IMPL`); every policy above asks it for connections.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from gateway.links.connection import BrokerConnection, ConnectionEvents, ConnectionOptions
+from gateway.links.errors import LinkMisconfigured
+from gateway.settings import LinkImpl, LinkMode, MqttAuth, Settings
+
+ConnectionFactory = Callable[[ConnectionOptions, ConnectionEvents], BrokerConnection]
+
+# Unique per process: a gateway restarted with the same id, or two replicas given the same
+# GATEWAY_GATEWAY_ID, never take each other's MQTT client id.
+PROCESS_NONCE = f"{time.time_ns():x}"
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    gateway_id: str
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    link_mode: LinkMode = LinkMode.PER_CP
+    link_impl: LinkImpl = LinkImpl.AIOMQTT
+    mqtt_auth: MqttAuth = MqttAuth.CERTIFICATE
+    aws_region: str | None = None
+    mqtt_ca_file: Path | None = None
+    mqtt_cert_file: Path | None = None
+    mqtt_key_file: Path | None = None
+    mqtt_ca_pem: SecretStr | None = field(default=None, repr=False)
+    mqtt_cert_pem: SecretStr | None = field(default=None, repr=False)
+    mqtt_key_pem: SecretStr | None = field(default=None, repr=False)
+    mqtt_alpn: tuple[str, ...] = ()
+    qos: int = 1
+    mqtt_timeout: float = 5.0
+    mqtt_keepalive: int = 60
+    broker_grace: float = 10.0
+    topic_in: str = "{cp_id}/in"
+    topic_out: str = "{cp_id}/out"
+    topic_claim: str = "ocpp-gateway/claims/{cp_id}"
+    topic_gateway: str = "ocpp-gateway/gateways/{gateway_id}"
+    out_queue_limit: int = 1000
+
+    @classmethod
+    def from_settings(cls, settings: Settings, gateway_id: str) -> BrokerSettings:
+        names = [name for name in cls.__dataclass_fields__ if name != "gateway_id"]
+        values = {name: getattr(settings, name) for name in names}
+        values["mqtt_alpn"] = tuple(settings.mqtt_alpn)
+        return cls(gateway_id=gateway_id, **values)
+
+    def client_id(self, role: str) -> str:
+        """An MQTT client id of this gateway's own; a cpId can never contain `:`."""
+        return f"ocpp-gateway:{role}:{self.gateway_id}:{PROCESS_NONCE}"
+
+    @property
+    def gateway_topic(self) -> str:
+        return self.topic_gateway.format(gateway_id=self.gateway_id)
+
+
+def connection_factory(broker: BrokerSettings) -> ConnectionFactory:
+    """Connections through the library `GATEWAY_LINK_IMPL` names; raises `LinkMisconfigured`."""
+    if broker.link_impl is LinkImpl.AWSCRT:
+        try:  # the `aws` extra: awsiotsdk and awscrt
+            from gateway.links.crt_connection import crt_connections
+        except ImportError as exc:
+            raise LinkMisconfigured(
+                f"GATEWAY_LINK_IMPL=awscrt needs the AWS IoT Device SDK ({exc.name} is missing): "
+                "pip install 'ocpp-mqtt-gateway[aws]'"
+            ) from None
+        return crt_connections(broker)
+    from gateway.links.aiomqtt_connection import aiomqtt_connections
+
+    return aiomqtt_connections(broker)

@@ -1,0 +1,127 @@
+"""One MQTT connection to the broker, whatever the client library underneath.
+
+Every link policy (the per-CP channel, the shared link, the probe, the Thing-events watcher) sits
+on this interface; `aiomqtt_connection.py` and `crt_connection.py` implement it once each, so a
+rule about reconnecting, stalls or takeovers is written once, above both.
+
+A connection reports to its `ConnectionEvents` on the asyncio loop: `connection_up` once the
+broker accepted it, `connection_down` with the reason when it ends (never for `stop()`), and
+`message` for every message received. With `reconnect` on it connects again by itself after
+every drop (resuming the session), with back-off capped at `ConnectionOptions.max_delay`; off,
+it stays down until `start()` is called again.
+
+A broker that stops answering with the socket open (frozen, overloaded, a half-open TCP path)
+is detected by the operations themselves: an acknowledgement that does not come within the
+timeout ends the connection as `STALLED`, so it never hangs until the keep-alive expires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import NamedTuple, Protocol
+
+# MQTT 5 DISCONNECT reason code sent by a broker when another client connected with the same
+# client identifier ("Session taken over").
+SESSION_TAKEN_OVER = 0x8E
+
+
+class LinkError(Exception):
+    """An MQTT operation failed (not connected, connection lost, or no acknowledgement)."""
+
+
+class NotConnected(LinkError):
+    """The operation was not sent: the connection is down (so it cannot be a duplicate)."""
+
+
+class BrokerRefused(LinkError):
+    """The broker answered with a failure reason code (e.g. NOT_AUTHORIZED): retrying won't help."""
+
+
+class DownReason(StrEnum):
+    # DISCONNECT 0x8E: another client connected with this client id.
+    TAKEN_OVER = "taken_over"
+    # The broker stopped acknowledging (an operation timed out); the connection was dropped.
+    STALLED = "stalled"
+    # The connection closed or failed without saying why: a broker that went away, or (with
+    # Mosquitto 2.0, which only closes the socket) another client that took the client id.
+    DROPPED = "dropped"
+
+
+class Down(NamedTuple):
+    reason: DownReason
+    detail: str
+
+
+class Subscription(NamedTuple):
+    topic: str
+    # MQTT 5 "no local": the broker does not send back what this connection published.
+    no_local: bool = False
+
+
+UserProperties = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Will:
+    """What the broker publishes for the connection when it ends without a DISCONNECT."""
+
+    topic: str
+    payload: bytes
+    retain: bool = True
+
+
+@dataclass(frozen=True)
+class ConnectionOptions:
+    client_id: str
+    # The first connection starts a clean session; every later one resumes it.
+    clean_start: bool = True
+    # Seconds the broker keeps the session (subscriptions, queued messages) after a drop.
+    session_expiry: int = 0
+    reconnect: bool = True
+    # Back-off between attempts: from `min_delay`, doubling, never more than `max_delay`.
+    min_delay: float = 0.1
+    max_delay: float = 1.0
+    # Many QoS 1 messages in flight at once (the shared link carries every CP).
+    receive_maximum: int | None = None
+    will: Will | None = None
+
+
+class ConnectionEvents(Protocol):
+    def connection_up(self) -> None: ...
+
+    def connection_down(self, down: Down) -> None: ...
+
+    def message(self, topic: str, payload: bytes) -> None: ...
+
+
+class BrokerConnection(Protocol):
+    """One MQTT 5 client connection; see the module's docstring."""
+
+    client_id: str
+    # Topic filters per SUBSCRIBE packet the broker accepts (AWS IoT Core: 8).
+    max_topics_per_packet: int
+
+    @property
+    def up(self) -> bool: ...
+
+    def start(self) -> None:
+        """Connect in the background (again, after a drop with `reconnect` off)."""
+
+    async def publish(
+        self, topic: str, payload: bytes, *, retain: bool = False, properties: UserProperties = ()
+    ) -> None:
+        """Publish; with QoS 1, returns once the broker acknowledged. Raises `LinkError`."""
+
+    async def subscribe(self, subscriptions: Sequence[Subscription]) -> None:
+        """Returns once every topic is granted; raises `BrokerRefused` naming a refused one."""
+
+    async def unsubscribe(self, topics: Sequence[str]) -> None: ...
+
+    async def stop(self) -> None:
+        """Disconnect and stop reconnecting; the session ends unless it has an expiry."""
+
+
+def describe(down: Down) -> str:
+    return f"{down.reason.value}: {down.detail}" if down.detail else down.reason.value
