@@ -25,6 +25,8 @@ from typing import Any
 
 import aiomqtt
 import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.backoff import backoff_delays
@@ -161,6 +163,9 @@ class Processor:
         return backoff_delays(initial=0.2, maximum=self.settings.reconnect_max_delay)
 
     async def _serve_connection(self, stop: asyncio.Event) -> None:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        # The broker keeps the subscriptions and queues calls while the processor reconnects.
+        properties.SessionExpiryInterval = self.settings.session_expiry
         client = make_client(
             self._address,
             self._client_id,
@@ -168,6 +173,8 @@ class Processor:
             self.settings.mqtt_keepalive,
             max_inflight_messages=self.settings.max_in_flight,
             socket_options=_socket_options(self.settings.tcp_nodelay),
+            clean_start=self._connections == 0,
+            properties=properties,
         )
         # aiomqtt warns about "pending publish calls" past this many; the outbox bounds them.
         client.pending_calls_threshold = self.settings.max_in_flight + 10

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
         default=True, description="send each packet at once (low latency) instead of coalescing"
     )
     reconnect_max_delay: float = Field(default=5.0, gt=0)
+    session_expiry: int = Field(
+        default=300,
+        ge=0,
+        description="seconds the broker keeps the processor's session (and queues calls for it) "
+        "while it reconnects",
+    )
     shutdown_timeout: float = Field(default=5.0, ge=0)
 
     # Answers
