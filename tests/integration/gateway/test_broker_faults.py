@@ -1,4 +1,4 @@
-"""Broker faults and abuse, on every link: nothing accepted is lost, nobody is cut off without reason."""
+"""Broker faults and abuse on every link: nothing accepted is lost, no CP cut off without reason."""
 
 from __future__ import annotations
 
