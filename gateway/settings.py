@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     port: int = Field(8080, validation_alias=AliasChoices("GATEWAY_PORT", "OCPP_GATEWAY_PORT"))
     path_prefix: str = Field("", description="URL path before the cpId, e.g. `/ocpp`")
     protocols: Annotated[list[str], NoDecode] = Field(
-        default=["ocpp2.0.1", "ocpp2.0", "ocpp1.6"],
+        default=["ocpp2.1", "ocpp2.0.1", "ocpp2.0", "ocpp1.6"],
         validation_alias=AliasChoices("GATEWAY_PROTOCOLS", "OCPP_PROTOCOLS"),
     )
     max_frame_bytes: int = 65536
