@@ -50,6 +50,7 @@ def build_gateway(settings: Settings) -> Gateway:
         registry_events=build_event_watcher(settings, gateway_id),
         ssl_context=ssl_context,
         authenticator=authenticator,
+        gateway_id=gateway_id,
     )
 
 

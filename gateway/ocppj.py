@@ -2,6 +2,9 @@
 
 OCPP-J messages are JSON arrays: CALL `[2, id, action, payload]`, CALLRESULT `[3, id, payload]`,
 CALLERROR `[4, id, errorCode, errorDescription, errorDetails]`, with ids of at most 36 characters.
+OCPP 2.1 adds CALLRESULTERROR `[5, id, errorCode, errorDescription, errorDetails]` (the caller
+could not process a CALLRESULT) and SEND `[6, id, action, payload]` (a message that is never
+answered); they are recognised and bridged like the others, whatever the subprotocol.
 Error codes differ between OCPP 1.6 and 2.0.x, so the answer depends on the subprotocol.
 """
 
@@ -20,9 +23,20 @@ class MessageType(IntEnum):
     CALL = 2
     CALLRESULT = 3
     CALLERROR = 4
+    CALLRESULTERROR = 5  # OCPP 2.1
+    SEND = 6  # OCPP 2.1
 
 
-_EXPECTED_LENGTH = {MessageType.CALL: 4, MessageType.CALLRESULT: 3, MessageType.CALLERROR: 5}
+_EXPECTED_LENGTH = {
+    MessageType.CALL: 4,
+    MessageType.CALLRESULT: 3,
+    MessageType.CALLERROR: 5,
+    MessageType.CALLRESULTERROR: 5,
+    MessageType.SEND: 4,
+}
+# Frames with an action; only a CALL expects an answer (a SEND never gets one).
+_WITH_ACTION = {MessageType.CALL, MessageType.SEND}
+_ERRORS = {MessageType.CALLERROR, MessageType.CALLRESULTERROR}
 
 # OCPP 2.0.x error code -> OCPP 1.6 error code (1.6 has no RpcFrameworkError, no
 # MessageTypeNotSupported, and spells FormatViolation "FormationViolation").
@@ -37,8 +51,9 @@ _OCPP16_ERROR_CODES = {
 class FrameProblem:
     """Why a frame is not forwarded, and whether the sender is owed a CALLERROR.
 
-    Responses (CALLRESULT/CALLERROR) that are malformed are never answered: answering an answer
-    would start an error ping-pong, so they are dropped, logged and counted instead.
+    Responses (CALLRESULT/CALLERROR/CALLRESULTERROR) and SENDs that are malformed are never
+    answered: answering an answer would start an error ping-pong, and a SEND has no answer by
+    definition, so they are dropped, logged and counted instead.
     """
 
     error_code: str
@@ -79,12 +94,12 @@ def _is_well_formed(message: list[Any]) -> bool:
     if type(message_id) is not str or not 0 < len(message_id) <= MAX_MESSAGE_ID_LENGTH:
         return False
     kind = message[0]
-    if kind == MessageType.CALL:
+    if kind == MessageType.CALL or kind == MessageType.SEND:
         action = message[2]
         return length == 4 and type(action) is str and action != "" and type(message[3]) is dict
     if kind == MessageType.CALLRESULT:
         return length == 3 and type(message[2]) is dict
-    if kind == MessageType.CALLERROR:
+    if kind == MessageType.CALLERROR or kind == MessageType.CALLRESULTERROR:
         return (
             length == 5
             and type(message[2]) is str
@@ -115,6 +130,7 @@ def parse_frame(text: str) -> Frame | FrameProblem:
         )
     kind = MessageType(message_type)
     is_call = kind is MessageType.CALL
+    has_action = kind in _WITH_ACTION
     if message_id is None:
         return FrameProblem(
             "RpcFrameworkError",
@@ -125,7 +141,7 @@ def parse_frame(text: str) -> Frame | FrameProblem:
     problem = _check_fields(kind, message)
     if problem is not None:
         return FrameProblem(problem[0], problem[1], message_id, answer=is_call)
-    return Frame(kind, message_id, message[2] if is_call else None)
+    return Frame(kind, message_id, message[2] if has_action else None)
 
 
 def _check_fields(kind: MessageType, message: list[Any]) -> tuple[str, str] | None:
@@ -135,20 +151,20 @@ def _check_fields(kind: MessageType, message: list[Any]) -> tuple[str, str] | No
             "RpcFrameworkError",
             f"a {kind.name} has {expected} elements, this frame has {len(message)}",
         )
-    if kind is MessageType.CALL:
+    if kind in _WITH_ACTION:
         if not isinstance(message[2], str) or not message[2]:
             return ("RpcFrameworkError", "the action must be a non-empty string")
         if not isinstance(message[3], dict):
-            return ("FormatViolation", "the payload of a CALL must be a JSON object")
+            return ("FormatViolation", f"the payload of a {kind.name} must be a JSON object")
     elif kind is MessageType.CALLRESULT:
         if not isinstance(message[2], dict):
             return ("FormatViolation", "the payload of a CALLRESULT must be a JSON object")
-    elif not (
+    elif kind in _ERRORS and not (
         isinstance(message[2], str) and isinstance(message[3], str) and isinstance(message[4], dict)
     ):
         return (
             "FormatViolation",
-            "a CALLERROR is [4, id, errorCode, errorDescription, errorDetails] "
+            f"a {kind.name} is [{kind.value}, id, errorCode, errorDescription, errorDetails] "
             "with two strings and an object",
         )
     return None

@@ -16,6 +16,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from gateway import closes
+from gateway.admin import AdminApi, AdminServer
 from gateway.closes import Close
 from gateway.handshake import (
     HEALTH_PATH,
@@ -36,6 +37,7 @@ from gateway.settings import Settings, UnknownIdResponse
 log = structlog.get_logger(__name__)
 
 LIVENESS_PATH = f"{HEALTH_PATH}/live"
+ADMIN_PATH = "/cps"
 
 
 class Gateway:
@@ -49,6 +51,7 @@ class Gateway:
         *,
         ssl_context: ssl.SSLContext | None = None,
         authenticator: CpAuthenticator | None = None,
+        gateway_id: str = "",
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -58,6 +61,7 @@ class Gateway:
         self.ssl_context = ssl_context
         self.authenticator = authenticator
         self.sessions = SessionTable()
+        self.admin = _admin_server(settings, self.sessions, gateway_id or settings.gateway_id)
         metrics.cps_held_back.set_function(
             lambda: self.sessions.held_back(settings.backpressure_seconds, time.monotonic())
         )
@@ -105,6 +109,8 @@ class Gateway:
             # drops their SYNs and makes them wait for TCP retransmits (1 s, 3 s, 7 s, ...).
             backlog=settings.listen_backlog,
         )
+        if self.admin is not None:
+            await self.admin.start()
         if settings.registry_revalidate_interval > 0:
             self._revalidation = asyncio.create_task(self._revalidate_forever())
         log.info(
@@ -121,6 +127,8 @@ class Gateway:
     async def stop(self) -> None:
         """Refuse new CPs, close every CP with 1012 so it reconnects elsewhere, then the link."""
         self._shutting_down = True
+        if self.admin is not None:
+            await self.admin.close()
         if self._revalidation is not None:
             self._revalidation.cancel()
         if self.registry_events is not None:
@@ -221,6 +229,12 @@ class Gateway:
             response = connection.respond(HTTPStatus.OK, self.metrics.render().decode())
             _replace_header(response, "Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             return response
+        if path == ADMIN_PATH or path.startswith(f"{ADMIN_PATH}/"):
+            return _json_response(
+                connection,
+                HTTPStatus.NOT_FOUND,
+                {"error": "the connected-CP API has its own port (GATEWAY_ADMIN_PORT)"},
+            )
         return None  # websockets answers 426 Upgrade Required
 
     def _select_subprotocol(
@@ -309,6 +323,16 @@ class Gateway:
             return closes.registry_unavailable()
         self.metrics.registry_lookups.labels(result="registered" if registered else "unknown").inc()
         return None if registered else closes.not_registered(cp_id)
+
+
+def _admin_server(
+    settings: Settings, sessions: SessionTable, gateway_id: str
+) -> AdminServer | None:
+    """The connected-CP API, when a token is configured (settings ensure a port then)."""
+    if settings.admin_token is None or settings.admin_port is None:
+        return None
+    api = AdminApi(settings.admin_token.get_secret_value(), sessions, gateway_id)
+    return AdminServer(api, settings.admin_host, settings.admin_port)
 
 
 def _json_response(

@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway import closes
 from gateway.closes import Close
+from gateway.cp_stats import CpStats
 from gateway.links.base import BrokerUnavailable, Channel, Link, LinkLost
 from gateway.observability import Metrics
 from gateway.ocppj import FrameProblem, call_error, frame_problem
@@ -53,6 +54,7 @@ class Session:
         # Set while a CP frame waits for the broker: the WebSocket is not read meanwhile, so
         # TCP holds the CP back. The gateway counts long waits as backpressure.
         self.publishing_since: float | None = None
+        self.stats = CpStats(since=self.since)
         self._log = log.bind(cp_id=cp_id, connection=self.connection_number)
 
     async def run(self, takeover_wait: float) -> None:
@@ -127,6 +129,7 @@ class Session:
                 bridged = self._metrics.bridged
                 bridged.frames_in += 1
                 bridged.bytes_in += len(payload)
+                self.stats.frame_in(len(payload))
 
     async def _refuse_cp_frame(self, problem: FrameProblem) -> None:
         self._metrics.frames_rejected.labels(direction="in", reason=problem.error_code).inc()
@@ -176,6 +179,7 @@ class Session:
         bridged = self._metrics.bridged
         bridged.frames_out += 1
         bridged.bytes_out += len(payload)
+        self.stats.frame_out(len(payload))
 
     def _drop_outbound(self, reason: str, description: str) -> None:
         self._metrics.frames_dropped.labels(direction="out", reason=reason).inc()

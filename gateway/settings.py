@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     port: int = Field(8080, validation_alias=AliasChoices("GATEWAY_PORT", "OCPP_GATEWAY_PORT"))
     path_prefix: str = Field("", description="URL path before the cpId, e.g. `/ocpp`")
     protocols: Annotated[list[str], NoDecode] = Field(
-        default=["ocpp2.0.1", "ocpp2.0", "ocpp1.6"],
+        default=["ocpp2.1", "ocpp2.0.1", "ocpp2.0", "ocpp1.6"],
         validation_alias=AliasChoices("GATEWAY_PROTOCOLS", "OCPP_PROTOCOLS"),
     )
     max_frame_bytes: int = 65536
@@ -219,6 +219,15 @@ class Settings(BaseSettings):
     iot_port: int = Field(8883, validation_alias=AliasChoices("IOT_PORT"))
     aws_region: str | None = Field(None, validation_alias=AliasChoices("AWS_REGION"))
 
+    # Connected-CP API (off unless a token is set; see gateway/admin)
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token of the connected-CP API; unset: the API is off"
+    )
+    admin_port: int | None = Field(
+        None, ge=0, le=65535, description="port of the connected-CP API (0: any free port)"
+    )
+    admin_host: str = Field("127.0.0.1", description="address the connected-CP API binds")
+
     # Observability
     log_level: str = "INFO"
     log_format: str = Field("auto", description="`json`, `console` or `auto` (console on a TTY)")
@@ -266,6 +275,13 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _check_admin_api(self) -> Self:
+        problems = admin_api_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
     def _check_cp_security(self) -> Self:
         problems = cp_security_problems(self)
         if problems:
@@ -277,6 +293,31 @@ class Settings(BaseSettings):
     def _normalise_prefix(cls, value: str) -> str:
         value = value.strip("/")
         return f"/{value}" if value else ""
+
+
+MIN_ADMIN_TOKEN_LENGTH = 16
+
+
+def admin_api_problems(settings: Settings) -> list[str]:
+    """Contradictions in the connected-CP API's settings, each with the fix."""
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    problems = []
+    if token is not None and len(token.strip()) < MIN_ADMIN_TOKEN_LENGTH:
+        problems.append(
+            f"GATEWAY_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} characters: generate "
+            "one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
+    if token is not None and settings.admin_port is None:
+        problems.append(
+            "GATEWAY_ADMIN_TOKEN is set but GATEWAY_ADMIN_PORT is not: the connected-CP API "
+            "has its own port (e.g. 8090), bound to GATEWAY_ADMIN_HOST (127.0.0.1 by default)"
+        )
+    if token is None and settings.admin_port is not None:
+        problems.append(
+            "GATEWAY_ADMIN_PORT is set but GATEWAY_ADMIN_TOKEN is not: the connected-CP API "
+            "needs a bearer token"
+        )
+    return problems
 
 
 def broker_security_problems(settings: Settings) -> list[str]:

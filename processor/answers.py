@@ -6,8 +6,9 @@ the state change to record. The local MQTT service and the AWS Lambda both use i
 
 Answers are built from the `ocpp` library's message types and requests are checked against
 its JSON schemas. A CALL that cannot be answered gets a CALLERROR, never a CALLRESULT carrying
-an error; CALLRESULTs and CALLERRORs from the CP are recorded and never answered; a frame that
-is not OCPP-J is dropped (the gateway has already answered the CP).
+an error; CALLRESULTs and CALLERRORs from the CP are recorded and never answered, and so are
+OCPP 2.1's CALLRESULTERROR (type 5) and SEND (type 6); a frame that is not OCPP-J is dropped (the
+gateway has already answered the CP).
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ DEFAULT_HEARTBEAT_INTERVAL = 10
 
 class Kind(StrEnum):
     CALL = "call"
-    RESPONSE = "response"  # a CALLRESULT or CALLERROR from the CP
+    # Never answered: a CALLRESULT, CALLERROR or (OCPP 2.1) CALLRESULTERROR from the CP, or a
+    # SEND (OCPP 2.1; its `action` is set).
+    RESPONSE = "response"
     INVALID = "invalid"
 
 
@@ -75,6 +78,17 @@ class Outcome:
     action: str | None = None
     error_code: str | None = None  # of the CALLERROR sent, or received from the CP
     detail: str | None = None  # why a frame is invalid, or a CALLERROR's description
+
+
+@dataclass(frozen=True)
+class Unanswered21:
+    """An OCPP 2.1 CALLRESULTERROR `[5, id, code, description, details]` or SEND `[6, id, action,
+    payload]`: the `ocpp` library's `unpack` knows neither."""
+
+    unique_id: str
+    action: str | None = None
+    error_code: str | None = None
+    description: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +126,16 @@ def respond(
     if isinstance(message, str):
         return Outcome(Kind.INVALID, subprotocol, detail=message)
     seen = StateChange(seen_at=now, subprotocol=subprotocol)
+    if isinstance(message, Unanswered21):
+        return Outcome(
+            Kind.RESPONSE,
+            subprotocol,
+            change=seen,
+            message_id=message.unique_id,
+            action=message.action,
+            error_code=message.error_code,
+            detail=message.description,
+        )
     if isinstance(message, CallResult):
         return Outcome(Kind.RESPONSE, subprotocol, change=seen, message_id=message.unique_id)
     if isinstance(message, CallError):
@@ -182,13 +206,16 @@ def _answer_call(
     )
 
 
-def _unpack(frame: str | bytes) -> Call | CallResult | CallError | str:
+def _unpack(frame: str | bytes) -> Call | CallResult | CallError | Unanswered21 | str:
     """The OCPP-J message in `frame`, or why it is not one."""
     if isinstance(frame, bytes):
         try:
             frame = frame.decode()
         except UnicodeDecodeError:
             return "the frame is not UTF-8 text"
+    unanswered = _unpack_21(frame)
+    if unanswered is not None:
+        return unanswered
     try:
         message = unpack(frame)
     except OCPPError as exc:
@@ -209,6 +236,40 @@ def _unpack(frame: str | bytes) -> Call | CallResult | CallError | str:
     elif not isinstance(message.error_code, str) or not isinstance(message.error_description, str):
         return "a CALLERROR needs a string error code and description"
     return message
+
+
+def _unpack_21(frame: str) -> Unanswered21 | str | None:
+    """A CALLRESULTERROR or SEND (or why it is malformed); None for any other frame."""
+    try:
+        message = json.loads(frame)
+    except ValueError:
+        return None  # `unpack` says why
+    if not isinstance(message, list) or not message or message[0] not in (5, 6):
+        return None
+    if type(message[0]) is not int:
+        return None
+    if len(message) < 2 or not isinstance(message[1], str):
+        return "the message id must be a string"
+    unique_id = message[1]
+    if not 0 < len(unique_id) <= MAX_MESSAGE_ID_LENGTH:
+        return f"the message id must be a string of 1 to {MAX_MESSAGE_ID_LENGTH} characters"
+    if message[0] == 5:
+        if not (
+            len(message) == 5
+            and isinstance(message[2], str)
+            and isinstance(message[3], str)
+            and isinstance(message[4], dict)
+        ):
+            return "a CALLRESULTERROR is [5, id, errorCode, errorDescription, errorDetails]"
+        return Unanswered21(unique_id, error_code=message[2], description=message[3])
+    if not (
+        len(message) == 4
+        and isinstance(message[2], str)
+        and message[2]
+        and isinstance(message[3], dict)
+    ):
+        return "a SEND is [6, id, action, payload] with a non-empty action and an object"
+    return Unanswered21(unique_id, action=message[2])
 
 
 # -- OCPP 2.0.1 (and 2.0) ------------------------------------------------------------------
@@ -322,15 +383,21 @@ def call_fingerprint(message_id: str, payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+_HANDLERS_201: dict[str, Handler] = {
+    "BootNotification": _boot_201,
+    "Heartbeat": _heartbeat_201,
+    "StatusNotification": _status_201,
+    "MeterValues": _meter_values_201,
+    "TransactionEvent": _transaction_event_201,
+    "Authorize": _authorize_201,
+}
+
 _HANDLERS: dict[OcppVersion, dict[str, Handler]] = {
-    OcppVersion.V201: {
-        "BootNotification": _boot_201,
-        "Heartbeat": _heartbeat_201,
-        "StatusNotification": _status_201,
-        "MeterValues": _meter_values_201,
-        "TransactionEvent": _transaction_event_201,
-        "Authorize": _authorize_201,
-    },
+    OcppVersion.V201: _HANDLERS_201,
+    # OCPP 2.1 keeps these messages' 2.0.1 fields and only adds optional ones, so the 2.0.1
+    # answers are valid 2.1 answers (the tests check them against the 2.1 schemas); requests
+    # are checked against the 2.1 schemas.
+    OcppVersion.V21: _HANDLERS_201,
     OcppVersion.V16: {
         "BootNotification": _boot_16,
         "Heartbeat": _heartbeat_16,

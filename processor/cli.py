@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from gateway.observability import configure_logging
 from processor.service import Processor
 from processor.settings import Settings
+from processor.status_page import StatusPage
 
 log = structlog.get_logger(__name__)
 
@@ -25,6 +26,7 @@ Configured by environment variables (or .env), for example:
   PROCESSOR_MQTT_URL=mqtt://127.0.0.1:1883   broker (mqtt://host:port or mqtts://host:port)
   PROCESSOR_SHARE_GROUP=ocpp-processor       replicas in one group split the calls
   PROCESSOR_HEARTBEAT_INTERVAL=10            interval returned in BootNotification answers
+  PROCESSOR_HTTP_PORT=8000                   live status page on http://127.0.0.1:8000 (0: off)
   PROCESSOR_LOG_LEVEL=INFO                   DEBUG logs every message
 See docs/processor.md for the full list."""
 
@@ -34,7 +36,25 @@ async def run(processor: Processor) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await processor.run(stop)
+    settings = processor.settings
+    page = None
+    if settings.http_port:
+        page = StatusPage(processor.status, settings.http_host, settings.http_port)
+        try:
+            await page.start()
+        except OSError as exc:
+            log.error(
+                "status_page.cannot_listen",
+                port=settings.http_port,
+                error=str(exc),
+                hint="set PROCESSOR_HTTP_PORT to a free port, or 0 to turn the page off",
+            )
+            page = None
+    try:
+        await processor.run(stop)
+    finally:
+        if page is not None:
+            await page.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gateway.backoff import backoff_delays
 from gateway.links.aiomqtt_connection import make_client
 from gateway.links.broker_url import parse_broker_url
-from processor.answers import AnswerConfig, Inbound, Kind, Outcome, respond
+from processor.answers import AnswerConfig, Inbound, Kind, Outcome, format_time, respond
+from processor.fleet_status import FleetStatus
 from processor.settings import Settings
 from processor.state import JsonObject, apply_change, empty_document, merge, sanitize
 from processor.topics import TopicTemplate
@@ -123,6 +124,8 @@ class Processor:
         self._topic_in = TopicTemplate(settings.topic_in)
         self._topic_out = TopicTemplate(settings.topic_out)
         self._topic_state = TopicTemplate(settings.topic_state)
+        self._topic_presence = TopicTemplate(settings.topic_presence)
+        self.status = FleetStatus()  # what the live status page shows
         self._answer_config = AnswerConfig(heartbeat_interval=settings.heartbeat_interval)
         self._states: dict[str, JsonObject] = {}
         # CPs whose latest state document the broker may not have (a publish failed).
@@ -206,6 +209,7 @@ class Processor:
         subscriptions.append(
             (self._topic_in.shared_filter(self.settings.share_group), SubscribeOptions(qos=qos))
         )
+        subscriptions.append((self._topic_presence.filter, SubscribeOptions(qos=qos)))
         for topic_filter, options in subscriptions:
             granted = await client.subscribe(topic_filter, options=options)
             for code in granted:
@@ -231,13 +235,20 @@ class Processor:
         cp_id = self._topic_state.cp_id(topic)
         if cp_id is not None and self.settings.record_state:
             await self._on_state_document(client, cp_id, bytes(payload))
+            return
+        cp_id = self._topic_presence.cp_id(topic)
+        if cp_id is not None:
+            problem = self.status.presence(cp_id, bytes(payload))
+            if problem is not None:
+                self._log.warning("presence.unreadable", cp_id=cp_id, problem=problem)
 
     async def _on_frame(
         self, client: aiomqtt.Client, cp_id: str, frame: bytes, subprotocol: str | None
     ) -> None:
         state = self._states.get(cp_id) or empty_document(cp_id)
+        received_at = self._clock()
         outcome = respond(
-            Inbound(cp_id, frame, self._clock(), subprotocol), state, self._answer_config
+            Inbound(cp_id, frame, received_at, subprotocol), state, self._answer_config
         )
         self._count_and_log(cp_id, outcome, subprotocol)
         if outcome.reply is not None:
@@ -254,6 +265,7 @@ class Processor:
             if updated != state:
                 self._states[cp_id] = updated
                 await self._publish_state(client, cp_id, updated)
+        self.status.frame(cp_id, frame, outcome, format_time(received_at), self._states.get(cp_id))
 
     async def _on_state_document(self, client: aiomqtt.Client, cp_id: str, payload: bytes) -> None:
         """Another replica (or an earlier run) recorded this CP: merge, and heal if we know more."""
@@ -269,6 +281,7 @@ class Processor:
         local = self._states.get(cp_id)
         merged = remote if local is None else merge(local, remote)
         self._states[cp_id] = merged
+        self.status.state_document(cp_id, merged)
         if merged != remote:
             await self._publish_state(client, cp_id, merged)
 

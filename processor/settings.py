@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     topic_in: str = "{cp_id}/in"
     topic_out: str = "{cp_id}/out"
     topic_state: str = Field(default="{cp_id}/state", description="retained state documents")
+    topic_presence: str = Field(
+        default="{cp_id}/presence", description="the gateway's retained presence documents"
+    )
     record_state: bool = True
     qos: int = Field(default=1, ge=0, le=1)
     mqtt_timeout: float = Field(
@@ -51,13 +54,19 @@ class Settings(BaseSettings):
         default=10, ge=1, description="`interval` in BootNotification answers"
     )
 
+    # Live status page (processor/status_page.py)
+    http_port: int = Field(
+        default=8000, ge=0, le=65535, description="port of the live status page; 0: off"
+    )
+    http_host: str = Field(default="127.0.0.1", description="address the status page binds")
+
     # Logs
     log_level: str = "INFO"
     log_format: str = Field(
         default="auto", description="`json`, `console` or `auto` (console on a TTY)"
     )
 
-    @field_validator("topic_in", "topic_out", "topic_state")
+    @field_validator("topic_in", "topic_out", "topic_state", "topic_presence")
     @classmethod
     def _check_template(cls, value: str) -> str:
         problem = template_problem(value)
@@ -74,8 +83,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> Settings:
-        if len({self.topic_in, self.topic_out, self.topic_state}) != 3:
+        topics = {self.topic_in, self.topic_out, self.topic_state, self.topic_presence}
+        if len(topics) != 4:
             raise ValueError(
-                "PROCESSOR_TOPIC_IN, _OUT and _STATE must be three different templates"
+                "PROCESSOR_TOPIC_IN, _OUT, _STATE and _PRESENCE must be four different templates"
             )
         return self

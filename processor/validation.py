@@ -29,12 +29,14 @@ class OcppVersion(StrEnum):
 
     V16 = "1.6"
     V201 = "2.0.1"
+    V21 = "2.1"
 
 
 SUBPROTOCOL_VERSIONS = {
     "ocpp1.6": OcppVersion.V16,
     "ocpp2.0": OcppVersion.V201,
     "ocpp2.0.1": OcppVersion.V201,
+    "ocpp2.1": OcppVersion.V21,
 }
 DEFAULT_SUBPROTOCOL = "ocpp2.0.1"
 
@@ -55,13 +57,15 @@ class Violation(StrEnum):
     TYPE = "type"
 
 
+_CODES_2X = {
+    Violation.FORMAT: FormatViolationError.code,
+    Violation.OCCURRENCE: OccurrenceConstraintViolationError.code,
+    Violation.PROPERTY: PropertyConstraintViolationError.code,
+    Violation.TYPE: TypeConstraintViolationError.code,
+}
 _CODES = {
-    OcppVersion.V201: {
-        Violation.FORMAT: FormatViolationError.code,
-        Violation.OCCURRENCE: OccurrenceConstraintViolationError.code,
-        Violation.PROPERTY: PropertyConstraintViolationError.code,
-        Violation.TYPE: TypeConstraintViolationError.code,
-    },
+    OcppVersion.V201: _CODES_2X,
+    OcppVersion.V21: _CODES_2X,
     OcppVersion.V16: {
         Violation.FORMAT: FormationViolationError.code,
         Violation.OCCURRENCE: OccurenceConstraintViolationError.code,

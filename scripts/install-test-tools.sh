@@ -16,3 +16,12 @@ if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
   echo "installing mosquitto" >&2
   apt_install mosquitto
 fi
+if ! command -v mosquitto_pub >/dev/null; then
+  echo "installing mosquitto-clients (the README's command examples are tested)" >&2
+  apt_install mosquitto-clients
+fi
+# The status page test drives Debian's Chromium with Playwright (which cannot download its own).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing chromium" >&2
+  apt_install chromium
+fi

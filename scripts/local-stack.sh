@@ -83,7 +83,7 @@ CONF
   for _ in $(seq 50); do port_in_use "$MQTT_PORT" && break; sleep 0.1; done
 fi
 
-export PROCESSOR_MQTT_URL="mqtt://127.0.0.1:$MQTT_PORT"
+export PROCESSOR_MQTT_URL="mqtt://127.0.0.1:$MQTT_PORT" PROCESSOR_HTTP_PORT=${PROCESSOR_HTTP_PORT:-8000}
 export GATEWAY_MQTT_URL="mqtt://127.0.0.1:$MQTT_PORT"
 export GATEWAY_PORT
 export GATEWAY_REGISTRY=${GATEWAY_REGISTRY:-file}

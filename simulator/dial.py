@@ -20,7 +20,7 @@ from websockets.exceptions import (
     InvalidURI,
 )
 
-SUBPROTOCOLS = {"2.0.1": "ocpp2.0.1", "1.6": "ocpp1.6"}
+SUBPROTOCOLS = {"2.1": "ocpp2.1", "2.0.1": "ocpp2.0.1", "1.6": "ocpp1.6"}
 
 # Characters of OCPP's identifierString that may stay as they are in a URL path.
 _PATH_SAFE = "*-_=@."

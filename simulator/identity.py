@@ -27,6 +27,7 @@ class StationIdentity:
 
 # Longest values the OCPP schemas allow, per field.
 LIMITS = {
+    "2.1": {"model": 20, "vendor": 50, "firmware": 50, "serial": 25, "iccid": 20, "imsi": 20},
     "2.0.1": {"model": 20, "vendor": 50, "firmware": 50, "serial": 25, "iccid": 20, "imsi": 20},
     "1.6": {"model": 20, "vendor": 20, "firmware": 50, "serial": 25, "iccid": 20, "imsi": 20},
 }

@@ -33,7 +33,7 @@ from simulator.dial import (
     station_url,
 )
 from simulator.v16 import Station16
-from simulator.v201 import Station201
+from simulator.v201 import Station21, Station201
 
 CLOSE_TIMEOUT = 3.0
 WORKER_GRACE = 0.2
@@ -64,6 +64,8 @@ def build_station(
 ) -> StationBehaviour:
     if config.ocpp_version == "1.6":
         return Station16(config, state, connection)
+    if config.ocpp_version == "2.1":
+        return Station21(config, state, connection)
     return Station201(config, state, connection)
 
 

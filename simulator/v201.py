@@ -1,4 +1,4 @@
-"""An OCPP 2.0.1 charging station with one EVSE and one connector."""
+"""An OCPP 2.0.1 (or 2.1) charging station with one EVSE and one connector."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from ocpp import v21
 from ocpp.v201 import ChargePoint, call, call_result
 from websockets.asyncio.client import ClientConnection
 
@@ -304,3 +305,15 @@ class Station201(StationBehaviour, ChargePoint):  # type: ignore[misc]  # ocpp h
     @on("DataTransfer")
     def on_data_transfer(self, vendor_id: str, **_: Any) -> call_result.DataTransfer:
         return call_result.DataTransfer(status="UnknownVendorId")
+
+
+class Station21(Station201):
+    """The same station speaking OCPP 2.1 (`ocpp2.1`).
+
+    The messages it sends and answers keep their 2.0.1 fields in 2.1 (2.1 only adds optional
+    ones), so only the schemas the `ocpp` library checks them against change.
+    """
+
+    _call = v21.call
+    _call_result = v21.call_result
+    _ocpp_version = "2.1"

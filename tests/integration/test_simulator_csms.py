@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from ocpp import v16, v201
+from ocpp import v16, v21, v201
 
 from tests.support.ocpp_csms import OcppCsms
 from tests.support.simulator_process import SimulatorProcess
@@ -352,3 +352,40 @@ async def test_boot_is_retried_at_the_interval_until_accepted(simulator: Start) 
         "WARNING:root:CP1: central system answered BootNotification with Rejected; retrying in 1 s"
     ) in cp.lines
     assert csms.connections["CP1"] == 1
+
+
+async def test_ocpp21_station_boots_and_answers_the_csms(csms: OcppCsms, simulator: Start) -> None:
+    cp = await simulator(
+        "--url", csms.url, "--cp-id", "CP21", "--ocpp", "2.1", "--scenario", *QUICK_SESSION,
+    )  # fmt: skip
+    await csms.wait_for("CP21", "Heartbeat")
+    await until(
+        lambda: (
+            csms.payloads("CP21", "TransactionEvent")[-1:] != []
+            and csms.payloads("CP21", "TransactionEvent")[-1]["eventType"] == "Ended"
+        ),
+        what="the scenario's transaction",
+    )
+    [boot] = csms.payloads("CP21", "BootNotification")
+    assert boot["chargingStation"]["vendorName"] == "Acme Electrical Systems"
+
+    variables = await csms.request(
+        "CP21",
+        v21.call.GetVariables(
+            get_variable_data=[{"component": {"name": "OCPPCommCtrlr"},
+                                "variable": {"name": "HeartbeatInterval"}}]
+        ),
+    )  # fmt: skip
+    assert variables.get_variable_result[0]["attribute_status"] == "Accepted"
+    started = await csms.request(
+        "CP21",
+        v21.call.RequestStartTransaction(
+            id_token={"id_token": "REMOTE1", "type": "Central"}, remote_start_id=1
+        ),
+    )
+    assert started.status == "Accepted"
+    reset = await csms.request("CP21", v21.call.Reset(type="OnIdle"))
+    assert reset.status in {"Accepted", "Scheduled"}
+    assert csms.errors_sent == []
+    assert await cp.interrupt() == 0
+    assert "Traceback" not in cp.output

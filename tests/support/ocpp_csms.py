@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from ocpp import v16, v201
+from ocpp import v16, v21, v201
 from ocpp.routing import on
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -82,6 +82,14 @@ class Csms201(_Recording, v201.ChargePoint):
     @on("MeterValues")
     def on_meter_values(self, **_: Any) -> v201.call_result.MeterValues:
         return v201.call_result.MeterValues()
+
+
+class Csms21(Csms201):
+    """OCPP 2.1: the 2.0.1 answers are valid 2.1 answers; the library checks the 2.1 schemas."""
+
+    _call = v21.call
+    _call_result = v21.call_result
+    _ocpp_version = "2.1"
 
 
 class Csms16(_Recording, v16.ChargePoint):
@@ -163,7 +171,7 @@ class OcppCsms:
             self._handle,
             self.host,
             self.port,
-            subprotocols=[Subprotocol("ocpp2.0.1"), Subprotocol("ocpp1.6")],
+            subprotocols=[Subprotocol("ocpp2.1"), Subprotocol("ocpp2.0.1"), Subprotocol("ocpp1.6")],
             ping_interval=None,
         )
         self.port = int(next(iter(self._server.sockets)).getsockname()[1])
@@ -188,7 +196,11 @@ class OcppCsms:
     async def _handle(self, connection: ServerConnection) -> None:
         cp_id = cp_id_of(connection.request.path if connection.request else "/")
         self.connections[cp_id] += 1
-        peer_class = Csms16 if connection.subprotocol == "ocpp1.6" else Csms201
+        peer_classes: dict[str | None, type[Csms201 | Csms16]] = {
+            "ocpp1.6": Csms16,
+            "ocpp2.1": Csms21,
+        }
+        peer_class = peer_classes.get(connection.subprotocol, Csms201)
         peer = peer_class(cp_id, connection)
         peer.csms = self
         self._peers[cp_id] = peer

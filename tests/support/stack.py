@@ -26,6 +26,7 @@ class ProcessorProcess:
             **os.environ,
             "PROCESSOR_MQTT_URL": broker_url,
             "PROCESSOR_LOG_FORMAT": "json",
+            "PROCESSOR_HTTP_PORT": "0",
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None

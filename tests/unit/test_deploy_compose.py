@@ -49,7 +49,7 @@ def test_stack_file_validates_on_its_own_with_both_profiles() -> None:
 def test_gateway_and_broker_are_published_on_8080_and_1883(default_stack: dict[str, Any]) -> None:
     assert published_ports(default_stack["gateway"]) == {8080: 8080}
     assert published_ports(default_stack["mosquitto"]) == {1883: 1883}
-    assert published_ports(default_stack["processor"]) == {}
+    assert published_ports(default_stack["processor"]) == {8000: 8000}  # status page
 
 
 def test_gateway_and_processor_share_one_image_built_from_the_root(

@@ -19,6 +19,13 @@ from gateway.ocppj import (
         ('[2,"1","BootNotification",{}]', MessageType.CALL, "1", "BootNotification"),
         ('[3,"abc",{"currentTime":"x"}]', MessageType.CALLRESULT, "abc", None),
         ('[4,"abc","NotImplemented","",{}]', MessageType.CALLERROR, "abc", None),
+        ('[5,"abc","InternalError","",{}]', MessageType.CALLRESULTERROR, "abc", None),
+        (
+            '[6,"abc","NotifyPeriodicEventStream",{}]',
+            MessageType.SEND,
+            "abc",
+            "NotifyPeriodicEventStream",
+        ),
         ('[2,"' + "i" * 36 + '","Heartbeat",{}]', MessageType.CALL, "i" * 36, "Heartbeat"),
         ('[2,"ü","Datentransfer",{"text":"Grüße"}]', MessageType.CALL, "ü", "Datentransfer"),
     ],
@@ -45,8 +52,13 @@ def test_well_formed_frames(
         ('[2,"7","Heartbeat"]', "RpcFrameworkError", "7", True),
         ('[2,"7",5,{}]', "RpcFrameworkError", "7", True),
         ('[2,"7","Heartbeat",[]]', "FormatViolation", "7", True),
-        ('[5,"7",{}]', "MessageTypeNotSupported", "7", True),
-        ('[6,"7","Notify",{}]', "MessageTypeNotSupported", "7", True),
+        ('[7,"7",{}]', "MessageTypeNotSupported", "7", True),
+        ('[1,"7","Notify",{}]', "MessageTypeNotSupported", "7", True),
+        ('[5,"7",{}]', "RpcFrameworkError", "7", False),
+        ('[5,"7","InternalError","",[]]', "FormatViolation", "7", False),
+        ('[6,"7","Notify"]', "RpcFrameworkError", "7", False),
+        ('[6,"7","",{}]', "RpcFrameworkError", "7", False),
+        ('[6,"7","Notify",[]]', "FormatViolation", "7", False),
         ('[3,"7"]', "RpcFrameworkError", "7", False),
         ('[3,"7",[]]', "FormatViolation", "7", False),
         ('[4,"7","NotImplemented"]', "RpcFrameworkError", "7", False),
@@ -83,9 +95,30 @@ def test_ocpp16_error_codes(text: str, code_16: str) -> None:
     assert json.loads(call_error(problem, "ocpp1.6"))[2] == code_16
 
 
-ELEMENTS = ["2", "3", "4", "2.0", "true", '"7"', '""', '"' + "i" * 37 + '"', '"Heartbeat"']
+ELEMENTS = [
+    "2",
+    "3",
+    "4",
+    "6",
+    "7",
+    "2.0",
+    "true",
+    '"7"',
+    '""',
+    '"' + "i" * 37 + '"',
+    '"Heartbeat"',
+]
 ELEMENTS += ["{}", "[]", "null", '{"a":[1]}', "5"]
-LONG_ELEMENTS = ["2", "4", '"7"', '"x"', "{}", "[]"]  # for 5 and 6 elements: fewer combinations
+LONG_ELEMENTS = [
+    "2",
+    "4",
+    "5",
+    "6",
+    '"7"',
+    '"x"',
+    "{}",
+    "[]",
+]  # for 5 and 6 elements: fewer combinations
 
 
 @pytest.mark.parametrize("length", [0, 1, 2, 3, 4, 5, 6])

@@ -424,3 +424,60 @@ def test_never_a_callresult_carrying_an_error(frame: str, subprotocol: str) -> N
     else:
         assert sent[0] == 4
         assert sent[2] == outcome.error_code
+
+
+# -- OCPP 2.1 --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", sorted(CASES_201))
+def test_ocpp21_calls_get_answers_valid_for_the_21_schemas(action: str) -> None:
+    request, expected = CASES_201[action]
+    outcome = answer(call(action, request), "ocpp2.1")
+    assert outcome.kind is Kind.CALL
+    assert outcome.subprotocol == "ocpp2.1"
+    assert outcome.error_code is None
+    assert reply_of(outcome) == [3, "m1", expected]
+    assert check_response(OcppVersion.V21, action, expected) is None
+
+
+def test_ocpp21_requests_are_checked_against_the_21_schemas() -> None:
+    refused = answer(call("BootNotification", BOOT_16), "ocpp2.1")
+    assert reply_of(refused)[:3] == [4, "m1", "OccurrenceConstraintViolation"]
+    unknown = answer(call("NotifyAllowedEnergyTransfer", {}), "ocpp2.1")
+    assert reply_of(unknown)[:3] == [4, "m1", "NotImplemented"]
+
+
+def test_an_ocpp21_callresulterror_is_recorded_not_answered() -> None:
+    outcome = answer('[5,"csms-3","InternalError","cannot process it",{}]', "ocpp2.1")
+    assert outcome.kind is Kind.RESPONSE
+    assert outcome.reply is None
+    assert (outcome.message_id, outcome.error_code) == ("csms-3", "InternalError")
+    assert outcome.detail == "cannot process it"
+    assert outcome.change == StateChange(seen_at=NOW_TEXT, subprotocol="ocpp2.1")
+
+
+def test_an_ocpp21_send_is_recorded_not_answered() -> None:
+    outcome = answer('[6,"s1","NotifyPeriodicEventStream",{"id":1}]', "ocpp2.1")
+    assert outcome.kind is Kind.RESPONSE
+    assert outcome.reply is None
+    assert (outcome.message_id, outcome.action) == ("s1", "NotifyPeriodicEventStream")
+    assert outcome.error_code is None
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '[5,"id",{}]',
+        '[5,"id","InternalError","",[]]',
+        '[5,7,"InternalError","",{}]',
+        '[6,"id","Notify"]',
+        '[6,"id","",{}]',
+        '[6,"","Notify",{}]',
+        '[6,"id","Notify",[]]',
+    ],
+)
+def test_malformed_ocpp21_frames_are_dropped(frame: str) -> None:
+    outcome = answer(frame, "ocpp2.1")
+    assert outcome.kind is Kind.INVALID
+    assert outcome.reply is None
+    assert outcome.detail

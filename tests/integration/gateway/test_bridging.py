@@ -96,6 +96,26 @@ async def test_malformed_frames_get_a_callerror_and_are_not_forwarded(
         assert (await csms.next()).payload == b'[2,"after","Heartbeat",{}]'
 
 
+async def test_ocpp21_callresulterror_and_send_are_bridged_both_ways(
+    gateway: Gateway, csms: MqttPeer
+) -> None:
+    async with connect(ws_url(gateway), subprotocols=["ocpp2.1"]) as ws:
+        assert ws.subprotocol == "ocpp2.1"
+        frames = [
+            '[6,"s1","NotifyPeriodicEventStream",{"id":1,"pending":0,"basetime":"x","data":[]}]',
+            '[5,"r1","InternalError","the answer could not be processed",{}]',
+        ]
+        for frame in frames:
+            await ws.send(frame)
+        for frame in frames:
+            received = await csms.next()
+            assert received.payload == frame.encode()
+            assert received.user_properties == {"subprotocol": "ocpp2.1"}
+        for frame in ['[6,"s2","NotifySettlement",{}]', '[5,"c9","FormatViolation","",{}]']:
+            await csms.publish("CP1/out", frame)
+            assert await asyncio.wait_for(ws.recv(), 5) == frame
+
+
 async def test_ocpp16_error_codes(gateway: Gateway) -> None:
     async with connect(ws_url(gateway), subprotocols=["ocpp1.6"]) as ws:
         await ws.send("garbage")
