@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from gateway import strict_json
 from gateway.links.base import BrokerUnavailable, Channel, Deliver, LinkLost, OnLost
 from gateway.links.batching import TopicBatcher
 from gateway.links.broker_url import region_of_iot_endpoint
@@ -64,7 +65,7 @@ class Claim:
 
 def decode_claim(payload: bytes) -> Claim | None:
     try:
-        fields = json.loads(payload)
+        fields = strict_json.decode_bytes(payload)
         return Claim(float(fields["at"]), str(fields["gateway"]), str(fields["connection"]))
     except (ValueError, TypeError, KeyError):
         return None

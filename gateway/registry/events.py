@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import ssl
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -32,6 +31,7 @@ import aiomqtt
 import structlog
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gateway import strict_json
 from gateway.backoff import backoff_delays
 from gateway.links.broker_url import parse_broker_url
 from gateway.registry.ids import is_valid_cp_id
@@ -67,7 +67,7 @@ def deleted_thing_name(payload: bytes) -> str | None:
     if len(payload) > MAX_EVENT_BYTES:
         raise InvalidRegistryEvent(f"larger than {MAX_EVENT_BYTES} bytes")
     try:
-        event = json.loads(payload)
+        event = strict_json.decode_bytes(payload)
     except (UnicodeDecodeError, ValueError):
         raise InvalidRegistryEvent("not JSON") from None
     if not isinstance(event, dict):
