@@ -52,7 +52,7 @@ def unparsable_request_reason(error: BaseException) -> str | None:
 
 
 def _chain(error: BaseException) -> list[BaseException]:
-    chain = []
+    chain: list[BaseException] = []
     current: BaseException | None = error
     while current is not None and len(chain) < 10:
         chain.append(current)
