@@ -8,7 +8,10 @@ from gateway.strict_json import JsonRefused, decode, decode_bytes
 @pytest.mark.parametrize(
     ("text", "value"),
     [
-        ('[2,"1","X",{"a":1.5e3,"b":-0.0,"c":null}]', [2, "1", "X", {"a": 1500.0, "b": -0.0, "c": None}]),
+        (
+            '[2,"1","X",{"a":1.5e3,"b":-0.0,"c":null}]',
+            [2, "1", "X", {"a": 1500.0, "b": -0.0, "c": None}],
+        ),
         ('"\\ud83d\\ude97"', "\U0001f697"),
         ("[" * 100 + "]" * 100, json.loads("[" * 100 + "]" * 100)),
     ],
