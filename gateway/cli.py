@@ -12,7 +12,13 @@ import sys
 import structlog
 from pydantic import ValidationError
 
-from gateway.links import LinkMisconfigured, build_link
+from gateway.config_errors import (
+    broker_url_problem,
+    describe_validation_error,
+    mask,
+    secrets_in,
+)
+from gateway.links import build_link
 from gateway.observability import Metrics, configure_logging
 from gateway.registry import RegistryMisconfigured, build_registry
 from gateway.registry.events import build_event_watcher
@@ -54,21 +60,31 @@ def build_gateway(settings: Settings) -> Gateway:
     )
 
 
+def misconfigured(message: str, settings: Settings | None = None) -> int:
+    """Print one line about a setting that cannot be used, secrets masked; the exit code."""
+    values = settings.model_dump().values() if settings is not None else ()
+    line = mask(message, secrets_in(os.environ, values))
+    print(f"ocpp-gateway: invalid configuration: {line}", file=sys.stderr)
+    return 2
+
+
 async def run(settings: Settings) -> int:
+    url_problem = broker_url_problem(settings.mqtt_url)
+    if url_problem is not None:
+        return misconfigured(f"GATEWAY_MQTT_URL (or IOT_ENDPOINT): {url_problem}", settings)
     try:
         gateway = build_gateway(settings)
-    except (LinkMisconfigured, SecurityMisconfigured) as exc:
-        log.error("gateway.misconfigured", error=str(exc))
-        return 2
+    except (ValueError, SecurityMisconfigured, RegistryMisconfigured) as exc:
+        # ValueError: the links' and registries' own checks (`LinkMisconfigured` is one).
+        return misconfigured(str(exc), settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
         await gateway.start()
-    except RegistryMisconfigured as exc:
-        log.error("gateway.misconfigured", error=str(exc))
-        return 2
+    except (SecurityMisconfigured, RegistryMisconfigured) as exc:
+        return misconfigured(str(exc), settings)
     except OSError as exc:
         log.error("gateway.cannot_listen", port=settings.port, error=str(exc))
         return 1
@@ -95,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:
-        print(f"ocpp-gateway: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
+        return misconfigured(describe_validation_error(exc, Settings))
     configure_logging(settings.log_level, settings.log_format)
     tune_garbage_collector()
     try:

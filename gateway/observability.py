@@ -38,6 +38,8 @@ def configure_logging(level: str = "INFO", log_format: str = "auto") -> None:
         structlog.stdlib.ProcessorFormatter(
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # A library's `exc_info` as a traceback in text, not as the repr of a tuple.
+                structlog.processors.format_exc_info,
                 renderer,
             ],
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],

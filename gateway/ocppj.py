@@ -6,6 +6,11 @@ OCPP 2.1 adds CALLRESULTERROR `[5, id, errorCode, errorDescription, errorDetails
 could not process a CALLRESULT) and SEND `[6, id, action, payload]` (a message that is never
 answered); they are recognised and bridged like the others, whatever the subprotocol.
 Error codes differ between OCPP 1.6 and 2.0.x, so the answer depends on the subprotocol.
+
+Frames are read as strict JSON (`strict_json`): `NaN`, `Infinity` and nesting too deep to read
+are a FormatViolation, not a crash and not a frame to forward. A message id must be text that
+can be sent back: one holding a lone surrogate escape (`"\\ud800"`) cannot be encoded in UTF-8,
+so it is unreadable and answered with the id "-1", like a missing id.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ import json
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
+
+from gateway import strict_json
+from gateway.strict_json import JsonRefused
 
 MAX_MESSAGE_ID_LENGTH = 36
 UNREADABLE_MESSAGE_ID = "-1"
@@ -76,9 +84,9 @@ def frame_problem(text: str) -> FrameProblem | None:
     are recognised without building an envelope, and anything else gets the full diagnosis.
     """
     try:
-        message = json.loads(text)
+        message = strict_json.decode(text)
     except ValueError:
-        return _unreadable("the frame is not valid JSON")
+        message = None
     if type(message) is list and _is_well_formed(message):
         return None
     problem = parse_frame(text)
@@ -92,6 +100,8 @@ def _is_well_formed(message: list[Any]) -> bool:
         return False
     message_id = message[1]
     if type(message_id) is not str or not 0 < len(message_id) <= MAX_MESSAGE_ID_LENGTH:
+        return False
+    if not (message_id.isascii() or _is_encodable(message_id)):
         return False
     kind = message[0]
     if kind == MessageType.CALL or kind == MessageType.SEND:
@@ -112,7 +122,9 @@ def _is_well_formed(message: list[Any]) -> bool:
 def parse_frame(text: str) -> Frame | FrameProblem:
     """Check a frame's structure; return its envelope, or the problem to report."""
     try:
-        message = json.loads(text)
+        message = strict_json.decode(text)
+    except JsonRefused as exc:
+        return FrameProblem("FormatViolation", str(exc), UNREADABLE_MESSAGE_ID, answer=True)
     except ValueError:
         return _unreadable("the frame is not valid JSON")
     if not isinstance(message, list) or not message:
@@ -133,10 +145,7 @@ def parse_frame(text: str) -> Frame | FrameProblem:
     has_action = kind in _WITH_ACTION
     if message_id is None:
         return FrameProblem(
-            "RpcFrameworkError",
-            f"the message id must be a string of 1 to {MAX_MESSAGE_ID_LENGTH} characters",
-            UNREADABLE_MESSAGE_ID,
-            answer=is_call,
+            "RpcFrameworkError", _id_problem(message), UNREADABLE_MESSAGE_ID, answer=is_call
         )
     problem = _check_fields(kind, message)
     if problem is not None:
@@ -174,9 +183,29 @@ def _readable_id(message: list[Any]) -> str | None:
     if len(message) < 2:
         return None
     candidate = message[1]
-    if isinstance(candidate, str) and 0 < len(candidate) <= MAX_MESSAGE_ID_LENGTH:
+    if (
+        isinstance(candidate, str)
+        and 0 < len(candidate) <= MAX_MESSAGE_ID_LENGTH
+        and _is_encodable(candidate)
+    ):
         return candidate
     return None
+
+
+def _id_problem(message: list[Any]) -> str:
+    candidate = message[1] if len(message) > 1 else None
+    if isinstance(candidate, str) and 0 < len(candidate) <= MAX_MESSAGE_ID_LENGTH:
+        return "the message id is not valid Unicode: it holds a lone surrogate escape"
+    return f"the message id must be a string of 1 to {MAX_MESSAGE_ID_LENGTH} characters"
+
+
+def _is_encodable(text: str) -> bool:
+    """False for text with lone surrogates, which JSON escapes can spell but UTF-8 cannot."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _unreadable(description: str, message_id: str | None = None) -> FrameProblem:

@@ -25,6 +25,7 @@ from gateway.handshake import (
     cp_id_from_path,
     select_subprotocol,
 )
+from gateway.http_requests import AnsweringServerConnection
 from gateway.links.base import Link
 from gateway.observability import Metrics
 from gateway.registry.base import Registry, RegistryUnavailable
@@ -97,6 +98,7 @@ class Gateway:
             settings.port,
             ssl=self.ssl_context,
             process_request=self._process_request,
+            create_connection=AnsweringServerConnection,
             select_subprotocol=self._select_subprotocol,
             compression="deflate" if settings.compression else None,
             max_size=settings.max_frame_bytes,
@@ -152,7 +154,8 @@ class Gateway:
     async def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
-        if "upgrade" not in request.headers.get("Connection", "").lower():
+        # A list header may come in several lines (RFC 9110 5.3): read them all, as websockets does.
+        if "upgrade" not in ",".join(request.headers.get_all("Connection")).lower():
             return self._answer_http(connection, request.path)
         self._handshake_times[connection] = time.time()
         try:

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
 
+from gateway import strict_json
 from gateway.backoff import backoff_delays
 from gateway.links.broker import BrokerSettings, ConnectionFactory, connection_factory
 from gateway.links.connection import (
@@ -64,7 +64,7 @@ def deleted_thing_name(payload: bytes) -> str | None:
     if len(payload) > MAX_EVENT_BYTES:
         raise InvalidRegistryEvent(f"larger than {MAX_EVENT_BYTES} bytes")
     try:
-        event = json.loads(payload)
+        event = strict_json.decode_bytes(payload)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidRegistryEvent("not JSON") from None
     if not isinstance(event, dict):

@@ -20,5 +20,7 @@ def test_claims_round_trip_and_garbage_is_ignored() -> None:
         b"[]",
         b'{"at": "x", "gateway": "g", "connection": "c"}',
         b'{"gateway": "g"}',
+        b"[" * 5000 + b"]" * 5000,
+        b'{"at": NaN, "gateway": "g", "connection": "c"}',
     ]:
         assert decode_claim(garbage) is None

@@ -14,6 +14,8 @@ from gateway.handshake import HandshakeRefused, cp_id_from_path, select_subproto
         ("/CP%2D1", "", "CP-1"),
         ("/" + "A" * 48, "", "A" * 48),
         ("/a*b-c_d=e|f@g.h", "", "a*b-c_d=e|f@g.h"),
+        ("/.CP1", "", ".CP1"),
+        ("/a..b", "", "a..b"),
     ],
 )
 def test_valid_ids_are_extracted(path: str, prefix: str, expected: str) -> None:
@@ -35,6 +37,12 @@ def test_valid_ids_are_extracted(path: str, prefix: str, expected: str) -> None:
         "/CP1/",
         "/%FF",  # not UTF-8
         "/CPÄ",
+        "/.",
+        "/..",
+        "/...",
+        "/%2e%2e",
+        "/%2E",
+        "/.%2e",
     ],
 )
 def test_invalid_ids_are_refused_with_400(path: str) -> None:
@@ -66,3 +74,9 @@ SUPPORTED = ["ocpp2.0.1", "ocpp2.0", "ocpp1.6"]
 )
 def test_subprotocol_follows_the_clients_order(offered: list[str], expected: str | None) -> None:
     assert select_subprotocol(offered, SUPPORTED) == expected
+
+
+@pytest.mark.parametrize("path", ["/..", "/%2e%2e", "/."])
+def test_dots_only_ids_are_refused_in_words(path: str) -> None:
+    with pytest.raises(HandshakeRefused, match="only of dots"):
+        cp_id_from_path(path)

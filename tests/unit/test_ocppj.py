@@ -63,6 +63,14 @@ def test_well_formed_frames(
         ('[3,"7",[]]', "FormatViolation", "7", False),
         ('[4,"7","NotImplemented"]', "RpcFrameworkError", "7", False),
         ('[4,"7",1,"",{}]', "FormatViolation", "7", False),
+        ("[" * 5000 + "]" * 5000, "FormatViolation", "-1", True),
+        ('[2,"7","Heartbeat",' + "[" * 5000 + "]" * 5000 + "]", "FormatViolation", "-1", True),
+        ('[2,"7","X",{"v":NaN}]', "FormatViolation", "-1", True),
+        ('[2,"7","X",{"v":Infinity}]', "FormatViolation", "-1", True),
+        ('[3,"7",{"v":[-Infinity]}]', "FormatViolation", "-1", True),
+        ('[2,"\\ud800",1,{},null]', "RpcFrameworkError", "-1", True),
+        ('[2,"\\udc00","Heartbeat",{}]', "RpcFrameworkError", "-1", True),
+        ('[3,"a\\ud800",{}]', "RpcFrameworkError", "-1", False),
     ],
 )
 def test_malformed_frames(text: str, code: str, message_id: str, answer: bool) -> None:
@@ -108,7 +116,7 @@ ELEMENTS = [
     '"' + "i" * 37 + '"',
     '"Heartbeat"',
 ]
-ELEMENTS += ["{}", "[]", "null", '{"a":[1]}', "5"]
+ELEMENTS += ["{}", "[]", "null", '{"a":[1]}', "5", '"\\ud800"', "NaN", '"\\ud83d\\ude97"']
 LONG_ELEMENTS = [
     "2",
     "4",
@@ -128,3 +136,20 @@ def test_the_fast_check_agrees_with_the_full_diagnosis(length: int) -> None:
         text = "[" + ",".join(elements) + "]"
         full = parse_frame(text)
         assert frame_problem(text) == (None if isinstance(full, Frame) else full), text
+
+
+def test_a_surrogate_pair_in_the_message_id_is_a_valid_id() -> None:
+    text = '[2,"\\ud83d\\ude97","Heartbeat",{}]'
+    assert parse_frame(text) == Frame(MessageType.CALL, "\U0001f697", "Heartbeat")
+    assert frame_problem(text) is None
+
+
+@pytest.mark.parametrize(
+    "text", ['[2,"\\ud800",1,{},null]', "[" * 5000 + "]" * 5000, '[2,"1","X",{"v":NaN}]']
+)
+def test_every_call_error_can_be_sent_as_utf8(text: str) -> None:
+    problem = parse_frame(text)
+    assert isinstance(problem, FrameProblem)
+    for subprotocol in ("ocpp1.6", "ocpp2.0.1"):
+        answer = call_error(problem, subprotocol).encode()
+        assert json.loads(answer)[1] == "-1"

@@ -62,6 +62,8 @@ def test_other_registry_events_are_ignored(payload: bytes) -> None:
         (b"", "not JSON"),
         (b"CP1", "not JSON"),
         (b"\xff\xfe", "not JSON"),
+        (b"[" * 5000 + b"]" * 5000, "not JSON"),
+        (b'{"eventType": NaN}', "not JSON"),
         (b'["THING_EVENT"]', "not a JSON object"),
         (b'{"operation": "DELETED", "thingName": "CP1"}', "no `eventType` string"),
         (aws_event(eventType=7), "no `eventType` string"),

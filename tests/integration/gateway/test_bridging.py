@@ -82,6 +82,10 @@ async def test_topic_templates_are_configurable(broker: MosquittoProcess) -> Non
         ('[2,"m1","Heartbeat"]', "RpcFrameworkError", "m1"),
         ('[2,"m2","Heartbeat",[]]', "FormatViolation", "m2"),
         ('[7,"m3",{}]', "MessageTypeNotSupported", "m3"),
+        ('[2,"m4","DataTransfer",{"data":NaN}]', "FormatViolation", "-1"),
+        ('[2,"m5","DataTransfer",{"data":Infinity}]', "FormatViolation", "-1"),
+        ('[2,"m6","DataTransfer",{"data":-Infinity}]', "FormatViolation", "-1"),
+        ('[2,"\\ud800",1,{},null]', "RpcFrameworkError", "-1"),
     ],
 )
 async def test_malformed_frames_get_a_callerror_and_are_not_forwarded(
@@ -114,6 +118,43 @@ async def test_ocpp21_callresulterror_and_send_are_bridged_both_ways(
         for frame in ['[6,"s2","NotifySettlement",{}]', '[5,"c9","FormatViolation","",{}]']:
             await csms.publish("CP1/out", frame)
             assert await asyncio.wait_for(ws.recv(), 5) == frame
+
+
+DEEP = "[" * 5000 + "]" * 5000
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+@pytest.mark.parametrize(
+    ("subprotocol", "code"), [("ocpp2.0.1", "FormatViolation"), ("ocpp1.6", "FormationViolation")]
+)
+async def test_deeply_nested_frame_gets_a_callerror_and_the_cp_stays(
+    gateway: Gateway, csms: MqttPeer, compression: str | None, subprotocol: str, code: str
+) -> None:
+    async with connect(ws_url(gateway), subprotocols=[subprotocol], compression=compression) as ws:
+        await ws.send(DEEP)
+        answer = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert answer[:3] == [4, "-1", code]
+        await ws.send('[2,"after","Heartbeat",{}]')
+        assert (await csms.next()).payload == b'[2,"after","Heartbeat",{}]'
+    metrics = gateway.metrics.render().decode()
+    assert 'ocpp_gateway_frames_rejected_total{direction="in",reason="FormatViolation"} 1.0' in (
+        metrics
+    )
+    assert "ocpp_gateway_closes_total{" not in metrics  # the gateway closed nothing
+
+
+async def test_deeply_nested_or_nan_messages_to_the_cp_are_dropped(
+    gateway: Gateway, csms: MqttPeer
+) -> None:
+    async with connect(ws_url(gateway), subprotocols=["ocpp2.0.1"]) as ws:
+        await ws.send(BOOT)
+        await csms.next()
+        await csms.publish("CP1/out", DEEP.encode())
+        await csms.publish("CP1/out", b'[3,"0678cb2a",{"v":NaN}]')
+        await csms.publish("CP1/out", b'[3,"0678cb2a",{}]')
+        assert await asyncio.wait_for(ws.recv(), 5) == '[3,"0678cb2a",{}]'
+    metrics = gateway.metrics.render().decode()
+    assert 'ocpp_gateway_frames_dropped_total{direction="out",reason="malformed"} 2.0' in metrics
 
 
 async def test_ocpp16_error_codes(gateway: Gateway) -> None:

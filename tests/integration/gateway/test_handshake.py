@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from structlog.testing import capture_logs
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -149,3 +150,87 @@ async def test_health_and_metrics_on_the_websocket_port(gateway: Gateway) -> Non
     assert (await asyncio.to_thread(http_get, base + "/CP1"))[
         0
     ] == 426  # a plain GET on a CP path: upgrade required
+
+
+UPGRADE_HEADERS = (
+    b"Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ocpp1.6\r\n"
+)
+
+
+async def raw_request(gateway: Gateway, request: bytes) -> tuple[int, bytes]:
+    """Send `request` as it is on a plain socket; the response's status and body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        status = int(head.split(b" ", 2)[1])
+        length = [
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ]
+        body = await asyncio.wait_for(reader.readexactly(length[0]), 5) if length else b""
+        return status, body
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "words"),
+    [
+        (b"GET /CP\xc3\xa91 HTTP/1.1\r\nHost: gw\r\n\r\n", b"ASCII"),
+        (b"GET /CP1 HTTP/2.0\r\nHost: gw\r\n\r\n", b"HTTP/1.1"),
+        (b"GET /CP1 HTTP/1.1\r\nHost gw\r\n\r\n", b"`Name: value`"),
+        (b"GET /CP1 HTTP/1.1\nHost: gw\n\n", b"CRLF"),
+        (b"GET\r\n\r\n", b"GET <path> HTTP/1.1"),
+    ],
+    ids=["non-ascii-path", "http2", "header-without-colon", "bare-lf", "short-request-line"],
+)
+async def test_requests_websockets_cannot_parse_get_400_with_a_reason(
+    gateway: Gateway, request_bytes: bytes, words: bytes
+) -> None:
+    with capture_logs() as logs:
+        status, body = await raw_request(gateway, request_bytes)
+    assert status == 400
+    assert words in body
+    refusals = [entry for entry in logs if entry["event"] == "http.refused"]
+    assert [(entry["log_level"], entry["status"]) for entry in refusals] == [("debug", 400)]
+    assert refusals[0]["reason"].encode() in body
+
+
+async def test_duplicate_connection_headers_are_read_together(gateway: Gateway) -> None:
+    """RFC 9110 5.3: a list header may be split over lines; it is not a server error."""
+    status, _ = await raw_request(
+        gateway,
+        b"GET /CP1 HTTP/1.1\r\nHost: gw\r\nConnection: keep-alive\r\nConnection: Upgrade\r\n"
+        + UPGRADE_HEADERS
+        + b"\r\n",
+    )
+    assert status == 101
+    status, body = await raw_request(
+        gateway,
+        b"GET /health HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nConnection: close\r\n\r\n",
+    )
+    assert status == 200
+    assert json.loads(body)["status"] == "ready"
+    status, _ = await raw_request(
+        gateway, b"GET /CP1 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nConnection: te\r\n\r\n"
+    )
+    assert status == 426  # no upgrade asked for: a plain GET on a CP path
+
+
+@pytest.mark.parametrize("path", [b"/.", b"/..", b"/...", b"/%2e%2e", b"/%2E", b"/.%2e"])
+async def test_dots_only_ids_get_400(gateway: Gateway, csms: MqttPeer, path: bytes) -> None:
+    status, body = await raw_request(
+        gateway,
+        b"GET "
+        + path
+        + b" HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\n"
+        + UPGRADE_HEADERS
+        + b"\r\n",
+    )
+    assert status == 400
+    assert b"only of dots" in body
+    assert csms.received.empty()
