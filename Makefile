@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: help venv install run test test-fast lint typecheck format clean bench bench-quick bench-simulator bench-registry bench-links lambda bench-processor deploy-tools test-deploy jmeter tf-moto lock
+.PHONY: help venv install run test test-fast lint typecheck format clean bench bench-quick bench-simulator bench-registry bench-links chaos lambda bench-processor deploy-tools test-deploy jmeter tf-moto lock
 
 help:
 	@echo "make run        local stack: mosquitto + processor + gateway on ws://localhost:8080"
@@ -15,6 +15,7 @@ help:
 	@echo "make tf-moto    terraform apply/destroy of infra/ against moto_server"
 	@echo "make bench      gateway benchmark: both link modes against the ceilings"
 	@echo "make bench-simulator  fleet ceiling against a local echo CSMS (~2 min)"
+	@echo "make chaos      broker stopped/frozen/killed under load, through every link (~20 min)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +54,9 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python -m bench.run --cps 200 --duration 8 --idle-cps 2000 --idle-hold 10
+
+chaos: install
+	$(BIN)/python -m bench.chaos
 
 bench-simulator: install
 	$(BIN)/python bench/simulator_ceiling.py

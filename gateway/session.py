@@ -50,6 +50,7 @@ class Session:
         self._write_timeout = write_timeout
         self.since = since if since is not None else time.time()  # the handshake, wall clock
         self._finished = asyncio.Event()
+        self._closing = False
         self._background: set[asyncio.Task[None]] = set()
         # Set while a CP frame waits for the broker: the WebSocket is not read meanwhile, so
         # TCP holds the CP back. The gateway counts long waits as backpressure.
@@ -153,6 +154,9 @@ class Session:
             self._in_background(self.close(closes.internal_error()))
 
     async def _check_and_send(self, payload: bytes) -> None:
+        if self._closing:
+            self._drop_outbound("cp_disconnected", "the charge point is being disconnected")
+            return
         try:
             text = payload.decode()
         except UnicodeDecodeError:
@@ -174,12 +178,19 @@ class Session:
         except TimeoutError:
             self._metrics.write_timeouts.inc()
             self._drop_outbound("cp_not_reading", f"not accepted within {self._write_timeout} s")
-            self._in_background(self.close(closes.cp_not_reading(self._write_timeout)))
+            self._in_background(self._close_not_reading())
             return
         bridged = self._metrics.bridged
         bridged.frames_out += 1
         bridged.bytes_out += len(payload)
         self.stats.frame_out(len(payload))
+
+    async def _close_not_reading(self) -> None:
+        """Close a CP whose socket stopped draining; drop its TCP connection if it won't read."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self.close(closes.cp_not_reading(self._write_timeout))
+        self._websocket.transport.abort()
 
     def _drop_outbound(self, reason: str, description: str) -> None:
         self._metrics.frames_dropped.labels(direction="out", reason=reason).inc()
@@ -206,6 +217,9 @@ class Session:
             self._log.warning("cp.replace_slow", waited=wait)
 
     async def close(self, close: Close) -> None:
+        if self._closing:
+            return  # the first reason stands
+        self._closing = True
         self._metrics.closes.labels(code=str(close.code)).inc()
         await self._websocket.close(close.code, close.reason)
 
