@@ -13,9 +13,10 @@ within a second.
 
 The file is `--file PATH`, else `GATEWAY_REGISTRY_FILE` (environment or `.env`), else the
 checkout's `config/things.txt` (the file `make run` uses) when run anywhere inside the
-repository, else the gateway's default (`things.txt` in the current directory). Comments and order are kept, and every change replaces the file atomically,
-so a running gateway picks it up within a second and never sees half of it. Adding an id that is
-already there, or removing one that is not, says so and succeeds.
+repository, else the gateway's default (`things.txt` in the current directory). Comments and
+order are kept, and every change replaces the file atomically, so a running gateway picks it up
+within a second and never sees half of it. Adding an id that is already there, or removing one
+that is not, says so and succeeds.
 
 Exit status: 0 done, 1 the file could not be read or written, 2 bad usage or invalid id.
 """
