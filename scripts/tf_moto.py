@@ -313,9 +313,7 @@ def workspace(
     shutil.copytree(
         INFRA_DIR,
         directory,
-        ignore=shutil.ignore_patterns(
-            ".terraform", "*.tfstate*", "*.tfvars"
-        ),
+        ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", "*.tfvars"),
     )
     if endpoint:
         (directory / "moto_override.tf").write_text(provider_override(endpoint))
