@@ -4,8 +4,15 @@
 #   docker build -t ocpp-mqtt-gateway .
 #   docker run -p 8080:8080 -e GATEWAY_MQTT_URL=mqtt://broker:1883 ocpp-mqtt-gateway
 #   docker run -e PROCESSOR_MQTT_URL=mqtt://broker:1883 ocpp-mqtt-gateway ocpp-processor
+#
+# The base image is pinned by digest (the multi-platform index of python:3.11-slim-bookworm,
+# Python 3.11.16, as recorded in github.com/docker-library/repo-info,
+# repos/python/remote/3.11-slim-bookworm.md): the same bytes on every build until the digest is
+# changed in both FROM lines. To move to a newer base: `docker buildx imagetools inspect
+# python:3.11-slim-bookworm` prints the current digest. For AWS, build for the task's
+# cpu_architecture: `docker build --platform linux/amd64` (X86_64) or `linux/arm64` (ARM64).
 # --- build: a virtualenv with the pinned dependencies and the project -----------------------
-FROM python:3.11-slim-bookworm AS build
+FROM python:3.11-slim-bookworm@sha256:0bee7276f83efd4a1ee05bbbf4281d95ed28e079220a9457f25a93e3f1e3c31b AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -26,7 +33,7 @@ RUN pip install --no-cache-dir --no-deps . \
     && python -c "import gateway.cli, processor.cli, boto3, awsiot, uvloop"
 
 # --- runtime: the virtualenv, the registry file and nothing else -----------------------------
-FROM python:3.11-slim-bookworm AS runtime
+FROM python:3.11-slim-bookworm@sha256:0bee7276f83efd4a1ee05bbbf4281d95ed28e079220a9457f25a93e3f1e3c31b AS runtime
 RUN groupadd --system --gid 10001 ocpp \
     && useradd --system --uid 10001 --gid ocpp --home-dir /app --no-create-home ocpp
 COPY --from=build /opt/venv /opt/venv

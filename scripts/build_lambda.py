@@ -10,8 +10,10 @@ with, no network needed); this requires the environment to match the Lambda runt
 CPython of the target version, same CPU architecture: `rpds-py` is compiled). `--from-pypi`
 instead installs those same versions for the target platform with `pip install --target`.
 
-Entries are sorted and carry fixed timestamps and permissions: the same inputs give the same
-bytes, so the sha256 printed at the end only changes when the code or a library does.
+Entries are sorted and carry fixed timestamps and permissions, and the libraries' RECORD files
+list only what the zip holds (not the environment's scripts, whose `#!` line names its path):
+the same inputs give the same bytes in any folder, so the sha256 printed at the end only
+changes when the code or a library does.
 
     .venv/bin/python scripts/build_lambda.py
     .venv/bin/python scripts/build_lambda.py --from-pypi --platform manylinux2014_aarch64
@@ -20,7 +22,9 @@ bytes, so the sha256 printed at the end only changes when the code or a library 
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
+import io
 import platform
 import subprocess
 import sys
@@ -47,6 +51,8 @@ PROVIDED_BY_RUNTIME = {
     "python-dateutil",
     "six",
 }
+Source = Path | bytes
+"""A zip entry's content: a file to copy, or the bytes themselves."""
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
 FILE_MODE = 0o644 << 16
 
@@ -99,6 +105,30 @@ def installed_files(distribution: metadata.Distribution) -> Iterator[tuple[str, 
             yield relative, path
 
 
+def with_portable_records(files: list[tuple[str, Source]]) -> list[tuple[str, Source]]:
+    """`files` with each `*.dist-info/RECORD` listing only what the zip holds.
+
+    As installed, a RECORD also lists the console scripts in the environment's `bin/`
+    (`../../../bin/jsonschema`), whose hash covers a `#!` line naming the environment's path:
+    kept, the zip would differ per checkout folder. Caches are not packaged either."""
+    names = {name for name, _ in files}
+    portable: list[tuple[str, Source]] = []
+    for name, source in files:
+        if name.endswith(".dist-info/RECORD"):
+            text = source.decode() if isinstance(source, bytes) else source.read_text("utf-8")
+            source = portable_record(text, names)
+        portable.append((name, source))
+    return portable
+
+
+def portable_record(text: str, packaged: set[str]) -> bytes:
+    """A RECORD (CSV: path, hash, size) with only the rows of files in `packaged`."""
+    rows = [row for row in csv.reader(io.StringIO(text)) if row and row[0] in packaged]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue().encode("utf-8")
+
+
 def package_files(root: Path, package: str) -> Iterator[tuple[str, Path]]:
     for path in sorted((root / package).rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
@@ -143,7 +173,7 @@ def installed_from_pypi(
     ]
 
 
-def write_zip(output: Path, files: Iterable[tuple[str, Path]]) -> None:
+def write_zip(output: Path, files: Iterable[tuple[str, Source]]) -> None:
     entries = dict(files)  # a later duplicate path would replace an earlier one; none expected
     output.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(output, "w") as archive:
@@ -152,17 +182,20 @@ def write_zip(output: Path, files: Iterable[tuple[str, Path]]) -> None:
             info.external_attr = FILE_MODE
             info.create_system = 3  # Unix, whatever system builds it
             info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, entries[name].read_bytes(), compresslevel=9)
+            source = entries[name]
+            content = source if isinstance(source, bytes) else source.read_bytes()
+            archive.writestr(info, content, compresslevel=9)
 
 
 def main() -> None:
     args = parse_args()
-    files = list(package_files(REPO_ROOT, "processor"))
+    files: list[tuple[str, Source]] = list(package_files(REPO_ROOT, "processor"))
     with tempfile.TemporaryDirectory(prefix="processor-lambda-") as scratch:
         if args.from_pypi:
             files += installed_from_pypi(Path(scratch), args.platform, args.python_version)
         else:
             files += vendored_from_environment(args.python_version)
+        files = with_portable_records(files)
         write_zip(args.output, files)
     digest = hashlib.sha256(args.output.read_bytes()).hexdigest()
     size_kib = args.output.stat().st_size / 1024

@@ -69,11 +69,14 @@ def image_runtime() -> list[Instruction]:
     return final_stage(parse_dockerfile(DOCKERFILE.read_text()))
 
 
-def compose_config(compose_file: Path = ROOT_COMPOSE, *profiles: str) -> dict[str, Any]:
+def compose_config(
+    compose_file: Path = ROOT_COMPOSE, *profiles: str, variables: dict[str, str] | None = None
+) -> dict[str, Any]:
     """`docker compose config` of one file as JSON; raises with compose's own message.
 
     Uses the docker CLI with the compose plugin from `.tools/docker`, or the same compose
-    binary standalone (`docker-compose`) where no docker CLI is installed."""
+    binary standalone (`docker-compose`) where no docker CLI is installed. `variables`: the
+    environment the file's `${...}` see (none of the caller's, by default)."""
     try:
         compose = [str(find_tool("docker")), "compose"]
     except MissingToolError:
@@ -85,6 +88,7 @@ def compose_config(compose_file: Path = ROOT_COMPOSE, *profiles: str) -> dict[st
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/tmp"),
         "DOCKER_CONFIG": str(docker_config_dir()),
+        **(variables or {}),
     }
     result = subprocess.run(
         [*command, "config", "--format", "json"],

@@ -300,7 +300,10 @@ def terraform_binary() -> str:
 def workspace(
     root: Path, endpoint: str | None = None, variables: dict[str, Any] | None = None
 ) -> Workspace:
-    """Copy infra/ into root/infra; with `endpoint`, add the moto provider override."""
+    """Copy infra/ into root/infra; with `endpoint`, add the moto provider override.
+
+    The committed `.terraform.lock.hcl` is copied too: `terraform init` then installs exactly
+    the provider it records (`-lockfile=readonly` proves the lock needs no change)."""
     if not (PLUGIN_MIRROR / "registry.terraform.io" / "hashicorp" / "aws").is_dir():
         raise RuntimeError(
             f"no hashicorp/aws provider in the mirror {PLUGIN_MIRROR}: set TF_PLUGIN_MIRROR to "
@@ -310,9 +313,7 @@ def workspace(
     shutil.copytree(
         INFRA_DIR,
         directory,
-        ignore=shutil.ignore_patterns(
-            ".terraform", "*.tfstate*", ".terraform.lock.hcl", "*.tfvars"
-        ),
+        ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", "*.tfvars"),
     )
     if endpoint:
         (directory / "moto_override.tf").write_text(provider_override(endpoint))

@@ -12,9 +12,11 @@ never taken from the command line. It is stored hashed (salted scrypt) in the pa
 within a second.
 
 The file is `--file PATH`, else `GATEWAY_REGISTRY_FILE` (environment or `.env`), else the
-gateway's default. Comments and order are kept, and every change replaces the file atomically,
-so a running gateway picks it up within a second and never sees half of it. Adding an id that is
-already there, or removing one that is not, says so and succeeds.
+checkout's `config/things.txt` (the file `make run` uses) when run anywhere inside the
+repository, else the gateway's default (`things.txt` in the current directory). Comments and
+order are kept, and every change replaces the file atomically, so a running gateway picks it up
+within a second and never sees half of it. Adding an id that is already there, or removing one
+that is not, says so and succeeds.
 
 Exit status: 0 done, 1 the file could not be read or written, 2 bad usage or invalid id.
 """
@@ -52,6 +54,8 @@ PROG = "ocpp-things"
 EXIT_OK = 0
 EXIT_IO_ERROR = 1
 EXIT_USAGE = 2
+CHECKOUT_REGISTRY_FILE = Path("config") / "things.txt"
+"""The file `make run` hands the gateway, relative to the repository root."""
 
 
 class _RegistryFileSetting(BaseSettings):
@@ -59,7 +63,7 @@ class _RegistryFileSetting(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
 
-    registry_file: Path = Settings.model_fields["registry_file"].default
+    registry_file: Path | None = None
 
 
 class _PasswordFileSetting(BaseSettings):
@@ -80,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     if args.command == "password":
         return _password_command(args)
-    path: Path = args.file if args.file is not None else _RegistryFileSetting().registry_file
+    path: Path = args.file if args.file is not None else default_registry_file()
     try:
         if args.command == "add":
             return _add(path, args.cp_ids)
@@ -93,6 +97,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         _say(f"cannot use the registry file {path}: {exc}")
         return EXIT_IO_ERROR
+
+
+def default_registry_file(start: Path | None = None) -> Path:
+    """The registry file when `--file` is not given: the setting, else the checkout's file.
+
+    A newcomer runs `ocpp-things add CP2` from somewhere in the repository; writing a new
+    `things.txt` there would register CP2 in a file the local stack never reads."""
+    configured = _RegistryFileSetting().registry_file
+    if configured is not None:
+        return configured
+    checkout_file = find_checkout_registry(start or Path.cwd())
+    if checkout_file is not None:
+        return checkout_file
+    default: Path = Settings.model_fields["registry_file"].default
+    return default
+
+
+def find_checkout_registry(start: Path) -> Path | None:
+    """`config/things.txt` of the repository holding `start` (walking up to its root), if any."""
+    for directory in (start, *start.parents):
+        candidate = directory / CHECKOUT_REGISTRY_FILE
+        if (directory / "pyproject.toml").is_file() and candidate.is_file():
+            return candidate
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -129,7 +157,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-_FILE_HELP = "registry file (default: $GATEWAY_REGISTRY_FILE, else the gateway's default)"
+_FILE_HELP = (
+    "registry file (default: $GATEWAY_REGISTRY_FILE, else config/things.txt of the repository "
+    "around the current directory, else ./things.txt)"
+)
 
 
 def _add(path: Path, cp_ids: list[str]) -> int:

@@ -135,7 +135,9 @@ class ChargePoint:
 
     async def boot_once(self, connection: ClientConnection) -> None:
         """BootNotification; the connection counts as up once the CSMS answered it."""
-        answer = await self.call(connection, "BootNotification", self.fleet.boot_payload)
+        answer = await self.call(
+            connection, "BootNotification", self.fleet.boot_payload, counted=False
+        )
         interval = answer.get("interval")
         if isinstance(interval, (int, float)) and interval > 0:
             self.interval = float(interval)
@@ -169,13 +171,20 @@ class ChargePoint:
             except CallFailed:
                 continue
 
-    async def call(self, connection: ClientConnection, action: str, payload: str) -> dict[str, Any]:
-        """Send a CALL and read until its answer; CSMS requests met meanwhile are answered."""
+    async def call(
+        self, connection: ClientConnection, action: str, payload: str, *, counted: bool = True
+    ) -> dict[str, Any]:
+        """Send a CALL and read until its answer; CSMS requests met meanwhile are answered.
+
+        `counted` False (the BootNotification): a good answer is not one of the `--calls`, so
+        it stays out of `calls_ok`, the call rate and the latency (boots have their own
+        counters); a failure is still counted, as every failed call is."""
         stats = self.fleet.stats
         self.next_id += 1
         message_id = str(self.next_id)
         started = time.perf_counter()
-        stats.call_sent(started)
+        if counted:
+            stats.call_sent(started)
         try:
             await connection.send(f'[2,"{message_id}","{action}",{payload}]')
             async with asyncio.timeout(self.fleet.plan.call_timeout):
@@ -198,7 +207,8 @@ class ChargePoint:
                 stats.call_failed("connection_closed")
             raise
         if message[0] == 3 and isinstance(message[2], dict):
-            stats.call_answered(time.perf_counter() - started)
+            if counted:
+                stats.call_answered(time.perf_counter() - started)
             return message[2]
         cause = f"callerror_{message[2]}" if message[0] == 4 else "malformed_answer"
         stats.call_failed(cause)

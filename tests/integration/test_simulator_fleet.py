@@ -61,7 +61,7 @@ async def test_small_fleet_completes_with_zero_failed_calls(simulator: Start) ->
     assert summary["connected"] == 200
     assert summary["connect_errors"] == {}
     assert summary["boots_accepted"] == 200
-    assert summary["calls_ok"] == 200 * 6  # a boot and five heartbeats each
+    assert summary["calls_ok"] == 200 * 5  # --calls 5: five heartbeats each, the boot apart
     assert summary["calls_failed"] == 0
     assert summary["calls_per_s"] > 0
     latency = summary["latency"]
@@ -80,7 +80,7 @@ async def test_module_entry_point_prints_a_readable_summary(simulator: Start) ->
         assert await fleet.wait(timeout=60) == 0, fleet.output
     assert "fleet summary" in fleet.output
     assert "20 of 20 connected" in fleet.output
-    assert "80 ok, 0 failed" in fleet.output
+    assert "60 ok, 0 failed" in fleet.output  # three heartbeats each; boots apart
     assert set(csms.connections) == {f"SITE-{n:05d}" for n in range(1, 21)}
 
 
@@ -143,7 +143,7 @@ async def test_unanswered_calls_time_out_and_count_as_failed() -> None:
             plan(csms.url, 3, calls_per_cp=2, call_timeout=0.2, thresholds=Thresholds(0))
         )
     assert summary.boots_accepted == 3
-    assert summary.calls_ok == 3
+    assert summary.calls_ok == 0
     assert summary.calls_failed_by_cause == {"timeout": 6}
     assert summary.threshold_failures == ("6 failed calls > --max-failed-calls 0",)
 
@@ -263,4 +263,14 @@ async def test_echo_server_runs_as_a_process(simulator: Start) -> None:
     finally:
         await server.kill()
     assert json.loads(server.lines[-1]) == {"connections": 10, "calls_answered": 50}
-    assert json_summary(fleet)["calls_ok"] == 50
+    assert json_summary(fleet)["calls_ok"] == 40  # the server also answered 10 boots
+
+
+async def test_calls_counts_the_requested_calls_not_the_boot() -> None:
+    """`--calls 50` for one charge point reports 50 calls: the BootNotification is a boot."""
+    async with EchoCsms() as csms:
+        summary = await run_fleet(plan(csms.url, 1, calls_per_cp=50))
+    assert csms.calls_answered == 51
+    assert summary.boots_accepted == 1
+    assert summary.calls_ok == 50
+    assert summary.calls_failed == 0

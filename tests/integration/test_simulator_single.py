@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 import sys
+import venv
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -222,3 +224,32 @@ async def test_help_names_the_documented_options(simulator: Start) -> None:
     for option in ("--url", "--cp-id", "--cp-serial", "--cp-model", "--cp-version", "--cp-vendor"):
         assert option in cp.output
     assert sys.executable  # the same interpreter runs the script
+
+
+def bare_python(tmp_path: Path) -> Path:
+    """An interpreter without the project's libraries, like a fresh shell's `python3`."""
+    venv.create(tmp_path / "bare", with_pip=False, symlinks=True)
+    return tmp_path / "bare" / "bin" / "python"
+
+
+@pytest.mark.skipif(
+    not (REPO_ROOT / ".venv" / "bin" / "python").is_file(), reason="needs the checkout's .venv"
+)
+async def test_script_run_by_a_bare_python_uses_the_checkout_venv(tmp_path: Path) -> None:
+    async with EchoCsms() as csms:
+        cp = await SimulatorProcess.start(
+            "--url", csms.url, "--cp-id", "CP1", "--heartbeats", "1",
+            python=str(bare_python(tmp_path)),
+        )  # fmt: skip
+        assert await cp.wait() == 0, cp.output
+    assert csms.actions("CP1") == ["BootNotification", "Heartbeat"]
+
+
+async def test_script_without_any_usable_python_says_what_to_run(tmp_path: Path) -> None:
+    cp = await SimulatorProcess.start(
+        "--cp-id", "CP1", python=str(bare_python(tmp_path)), env={"OCPP_SIMULATE_REEXEC": "1"}
+    )
+    assert await cp.wait() == 2
+    assert "the Python package 'websockets' is missing; run `make run` or `make install`" in (
+        cp.output
+    )

@@ -24,12 +24,17 @@ class SimulatorProcess:
 
     @classmethod
     async def start(
-        cls, *arguments: str, command: tuple[str, ...] = ("simulate.py",), cwd: Path = SIMULATOR_DIR
+        cls,
+        *arguments: str,
+        command: tuple[str, ...] = ("simulate.py",),
+        cwd: Path = SIMULATOR_DIR,
+        python: str = sys.executable,
+        env: dict[str, str] | None = None,
     ) -> SimulatorProcess:
-        environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         environment.pop("SIMULATOR_PASSWORD", None)
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
+            python,
             *command,
             *arguments,
             cwd=cwd,

@@ -52,6 +52,28 @@ def test_gateway_and_broker_are_published_on_8080_and_1883(default_stack: dict[s
     assert published_ports(default_stack["processor"]) == {8000: 8000}  # status page
 
 
+def test_every_port_is_published_on_loopback_only_by_default(
+    replicas_stack: dict[str, Any],
+) -> None:
+    """The broker takes anonymous clients: never on every interface unless asked."""
+    bindings = {
+        name: {port.get("host_ip") for port in service.get("ports", [])}
+        for name, service in replicas_stack.items()
+        if service.get("ports")
+    }
+    assert bindings == {
+        "mosquitto": {"127.0.0.1"},
+        "gateway": {"127.0.0.1"},
+        "loadbalancer": {"127.0.0.1"},
+    }
+
+
+def test_the_gateway_can_be_published_on_the_network_when_asked() -> None:
+    services = compose_config(ROOT_COMPOSE, variables={"GATEWAY_BIND": "0.0.0.0"})["services"]
+    assert {port.get("host_ip") for port in services["gateway"]["ports"]} == {"0.0.0.0"}
+    assert {port.get("host_ip") for port in services["mosquitto"]["ports"]} == {"127.0.0.1"}
+
+
 def test_gateway_and_processor_share_one_image_built_from_the_root(
     default_stack: dict[str, Any],
 ) -> None:

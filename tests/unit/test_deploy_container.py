@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import importlib.util
 import json
+import re
 import ssl
 import subprocess
 import sys
@@ -78,11 +79,14 @@ def test_hadolint_finds_nothing() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_image_is_multi_stage_from_one_slim_python() -> None:
+def test_image_is_multi_stage_from_one_slim_python_pinned_by_digest() -> None:
     instructions = parse_dockerfile(DOCKERFILE.read_text())
     stages = [i.arguments.split()[0] for i in instructions if i.keyword == "FROM"]
     assert len(stages) >= 2, stages
-    assert set(stages) == {"python:3.11-slim-bookworm"}, stages
+    assert len(set(stages)) == 1, stages
+    tag, _, digest = stages[0].partition("@")
+    assert tag == "python:3.11-slim-bookworm"
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), stages[0]
 
 
 def test_runtime_runs_as_non_root(runtime: list[Instruction]) -> None:

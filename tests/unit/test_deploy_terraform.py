@@ -23,8 +23,47 @@ SKIP_COMMENT = re.compile(r"#\s*checkov:skip=(CKV2?_[A-Z0-9_]+)(?::(.*))?")
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> tf_moto.Workspace:
     ws = tf_moto.workspace(tmp_path_factory.mktemp("infra"))
-    ws.terraform("init", "-input=false", "-backend=false")
+    ws.terraform("init", "-input=false", "-backend=false", "-lockfile=readonly")
     return ws
+
+
+def test_the_provider_lock_is_committed_and_matches_the_constraint() -> None:
+    lock = (INFRA / ".terraform.lock.hcl").read_text()
+    version = re.search(
+        r'provider "registry.terraform.io/hashicorp/aws" \{\s*version\s*=\s*"([\d.]+)"', lock
+    )
+    assert version is not None, lock
+    constraint = re.search(r'version\s*=\s*"~> ([\d.]+)"', (INFRA / "versions.tf").read_text())
+    assert constraint is not None
+    assert version.group(1).startswith(constraint.group(1).rsplit(".", 1)[0] + ".")
+    assert re.search(r'"h1:[A-Za-z0-9+/=]+"', lock)
+    tracked = subprocess.run(
+        ["git", "ls-files", "--error-unmatch", "infra/.terraform.lock.hcl"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=False,
+    )
+    assert tracked.returncode == 0, "commit infra/.terraform.lock.hcl"
+
+
+@pytest.mark.parametrize(
+    "path", ["infra/terraform.tfvars", "infra/prod.auto.tfvars", "infra/.terraform/x"]
+)
+def test_local_terraform_settings_and_state_are_not_committed(path: str) -> None:
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", path], cwd=REPO_ROOT, capture_output=True, check=False
+    )
+    assert ignored.returncode == 0, f"{path} must be git-ignored"
+
+
+def test_the_variables_example_is_committed() -> None:
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "infra/terraform.tfvars.example"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=False,
+    )
+    assert ignored.returncode == 1
 
 
 def test_terraform_files_are_formatted() -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -77,3 +79,35 @@ def test_the_handler_module_works_from_the_package_alone(package: Path, tmp_path
     assert result.stdout.strip() == (
         '[3,"b",{"currentTime":"2024-05-01T00:00:00.000Z","interval":10,"status":"Accepted"}]'
     )
+
+
+def load_build_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("build_lambda", BUILD)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_records_list_only_packaged_files() -> None:
+    """A RECORD names the environment's console scripts, whose hash covers its path."""
+    record = (
+        "jsonschema/__init__.py,sha256=abc,10\n"
+        "../../../bin/jsonschema,sha256=depends-on-the-venv-path,175\n"
+        "jsonschema/__pycache__/__init__.cpython-311.pyc,,\n"
+        "jsonschema-4.0.dist-info/RECORD,,\n"
+    )
+    packaged = {"jsonschema/__init__.py", "jsonschema-4.0.dist-info/RECORD"}
+    assert load_build_script().portable_record(record, packaged) == (
+        b"jsonschema/__init__.py,sha256=abc,10\njsonschema-4.0.dist-info/RECORD,,\n"
+    )
+
+
+def test_packaged_records_name_nothing_outside_the_zip(package: Path) -> None:
+    with zipfile.ZipFile(package) as archive:
+        names = set(archive.namelist())
+        records = [name for name in names if name.endswith(".dist-info/RECORD")]
+        assert records
+        for record in records:
+            rows = archive.read(record).decode().splitlines()
+            assert {row.rsplit(",", 2)[0] for row in rows} <= names, record

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -187,3 +188,52 @@ def test_runs_as_a_module(things: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"thingName": "CP4"}
+
+
+def checkout(root: Path) -> Path:
+    """A minimal repository layout: pyproject.toml and config/things.txt with CP1."""
+    (root / "config").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    (root / "config" / "things.txt").write_text("# registered\nCP1\n")
+    return root / "config" / "things.txt"
+
+
+def test_inside_a_checkout_the_default_is_its_config_things_file(
+    things: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = checkout(things.parent / "repo")
+    nested = things.parent / "repo" / "simulator" / "deep"
+    nested.mkdir(parents=True)
+    monkeypatch.chdir(nested)
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    assert json.loads(out) == {"things": [{"thingName": "CP1"}]}
+    assert run(capsys, "add", "CP2")[0] == 0
+    assert registry.read_text().endswith("\nCP1\nCP2\n")
+    assert not (nested / "things.txt").exists()
+
+
+def test_the_setting_wins_over_the_checkout_file(
+    things: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = checkout(things.parent / "repo")
+    monkeypatch.chdir(registry.parent.parent)
+    monkeypatch.setenv("GATEWAY_REGISTRY_FILE", str(things))
+    assert run(capsys, "add", "CP5")[0] == 0
+    assert things.read_text().endswith("CP5\n")
+    assert "CP5" not in registry.read_text()
+
+
+def test_this_repository_lists_cp1_by_default() -> None:
+    """As on a fresh clone: `ocpp-things list` from the repository root shows CP1."""
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "GATEWAY_REGISTRY_FILE"}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.registry.things_cli", "list"],
+        cwd=root / "simulator",
+        env={**env, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert {"thingName": "CP1"} in json.loads(result.stdout)["things"]

@@ -1,0 +1,113 @@
+"""`make run` (scripts/local-stack.sh) as a user meets it: its own broker, also when the MQTT
+port is taken, `ready:` only once the stack answers, the commands it prints working as printed,
+every line named after its process, and a clean Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import signal
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.ports import free_port
+from tests.support.simulator_process import REPO_ROOT, SimulatorProcess
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = REPO_ROOT / "scripts" / "local-stack.sh"
+PREFIX = re.compile(r"^(local-stack: |(mosquitto|processor|gateway) *\| )")
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port something else already listens on, as Debian's Mosquitto does on 1883."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+@pytest.fixture
+async def local_stack(taken_port: int, tmp_path: Path) -> AsyncIterator[SimulatorProcess]:
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("GATEWAY_", "PROCESSOR_"))
+    }
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        str(SCRIPT),
+        cwd=REPO_ROOT,
+        env={
+            **environment,
+            "MQTT_PORT": str(taken_port),
+            "GATEWAY_PORT": str(free_port()),
+            "STATE_DIR": str(tmp_path / "run"),
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    stack = SimulatorProcess(process)
+    yield stack
+    if process.returncode is None:
+        # As a closing terminal would: the script stops its processes (a kill would leave them).
+        process.send_signal(signal.SIGHUP)
+        await stack.wait(timeout=60)
+
+
+def printed_command(stack: SimulatorProcess, program: str) -> str:
+    """The command line the script printed for `program`, as a user would copy it."""
+    for line in stack.lines:
+        if line.startswith("local-stack: ") and f"{program} " in line:
+            return line.removeprefix("local-stack: ").strip()
+    raise AssertionError(f"no {program} command printed:\n{stack.output}")
+
+
+async def test_make_run_uses_its_own_broker_and_its_printed_commands_work(
+    local_stack: SimulatorProcess, taken_port: int, tmp_path: Path
+) -> None:
+    moved = await local_stack.wait_for_line(
+        rf"another MQTT broker already listens on 127\.0\.0\.1:{taken_port}; "
+        r"this stack runs its own on port (\d+)",
+        timeout=60,
+    )
+    mqtt_port = moved.group(1)
+    await local_stack.wait_for_line(r"^local-stack: ready:", timeout=60)
+    before_ready = local_stack.output.split("local-stack: ready:")[0]
+    assert "gateway.listening" in before_ready
+    assert "broker.connected" in before_ready  # the processor subscribed
+    config = (tmp_path / "run" / "mosquitto.conf").read_text()
+    assert f"listener {mqtt_port} 127.0.0.1" in config
+    assert "set_tcp_nodelay true" in config
+    assert "persistence true" in config
+    assert f"persistence_location {tmp_path / 'run'}/" in config
+
+    watch = printed_command(local_stack, "mosquitto_sub")
+    assert shlex.split(watch)[:3] == ["mosquitto_sub", "-p", mqtt_port]
+    simulate = printed_command(local_stack, "simulator/simulate.py")
+    cp = SimulatorProcess(
+        await asyncio.create_subprocess_exec(
+            "bash",
+            "-c",
+            f"{simulate} --heartbeats 1",
+            cwd=REPO_ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    )
+    assert await cp.wait(timeout=60) == 0, cp.output
+    assert "INFO:root:CP1: connected to central system" in cp.output
+
+    assert await local_stack.interrupt(timeout=30) == 0, local_stack.output
+    assert local_stack.lines[-1] == "local-stack: stopped"
+    unnamed = [line for line in local_stack.lines if line and not PREFIX.match(line)]
+    assert unnamed == []
+    assert "broker.unavailable" not in local_stack.output
+    assert "gateway.stopped" in local_stack.output
+    assert "processor.stopped" in local_stack.output
