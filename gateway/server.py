@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import resource
 import ssl
 import time
+import weakref
 from collections.abc import Sequence
 from http import HTTPStatus
 
@@ -15,6 +18,17 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from gateway import closes
+from gateway.admission import (
+    REFUSAL_REASONS,
+    AdmissionGate,
+    Refusal,
+    Ticket,
+    close_offsets,
+    default_max_connections,
+    is_accept_exhaustion,
+    retry_after,
+    spread_within,
+)
 from gateway.closes import Close
 from gateway.handshake import (
     HEALTH_PATH,
@@ -60,9 +74,18 @@ class Gateway:
         metrics.cps_held_back.set_function(
             lambda: self.sessions.held_back(settings.backpressure_seconds, time.monotonic())
         )
+        self.max_connections = settings.max_connections or default_max_connections(
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0], settings.link_mode.value
+        )
+        self.admission = AdmissionGate(self.max_connections, settings.max_handshakes)
+        metrics.handshakes_in_flight.set_function(lambda: self.admission.handshaking)
         self._server: Server | None = None
         self._shutting_down = False
         self._revalidation: asyncio.Task[None] | None = None
+        self._tickets: weakref.WeakKeyDictionary[ServerConnection, Ticket] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
@@ -82,6 +105,7 @@ class Gateway:
         if self.registry_events is not None:
             await self.registry_events.start(self.thing_deleted)
         settings = self.settings
+        self._count_accept_failures(asyncio.get_running_loop())
         self._server = await serve(
             self._handle,
             settings.host,
@@ -111,6 +135,7 @@ class Gateway:
             security_profile=settings.security_profile.value,
             registry=settings.registry.value,
             link=settings.link_mode.value,
+            max_connections=self.max_connections,
         )
 
     async def stop(self) -> None:
@@ -121,11 +146,8 @@ class Gateway:
         if self.registry_events is not None:
             await self.registry_events.close()
         if self._server is not None:
-            restart = closes.gateway_restarting()
-            log.info("gateway.stopping", connections=len(self.sessions))
-            self._server.close(close_connections=True, code=restart.code, reason=restart.reason)
             try:
-                await asyncio.wait_for(self._server.wait_closed(), self.settings.shutdown_timeout)
+                await asyncio.wait_for(self._close_connections(), self.settings.shutdown_timeout)
             except TimeoutError:
                 log.warning("gateway.stop_timeout", seconds=self.settings.shutdown_timeout)
         await self.link.close()
@@ -134,6 +156,57 @@ class Gateway:
             await self.authenticator.close()
         log.info("gateway.stopped")
 
+    async def _close_connections(self) -> None:
+        """Stop listening, close every CP with 1012 spread over `GATEWAY_SHUTDOWN_SPREAD`, so a
+        replica's CPs do not all land on the others in the same second, then wait for them."""
+        assert self._server is not None
+        settings = self.settings
+        restart = closes.gateway_restarting()
+        self._server.server.close()  # no new connections from here on
+        connections = list(self._server.connections)
+        spread = spread_within(
+            settings.shutdown_spread, settings.shutdown_timeout, settings.close_timeout
+        )
+        log.info("gateway.stopping", connections=len(connections), spread_seconds=spread)
+        if spread > 0 and connections:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            random.shuffle(connections)
+            for connection, offset in zip(
+                connections, close_offsets(len(connections), spread), strict=True
+            ):
+                await asyncio.sleep(max(0.0, started + offset - loop.time()))
+                # Not awaited: the close handshake of one CP must not hold back the next.
+                task = asyncio.create_task(connection.close(restart.code, restart.reason))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+        self._server.close(close_connections=True, code=restart.code, reason=restart.reason)
+        await self._server.wait_closed()
+
+    def _count_accept_failures(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Count and log `accept()` failing for lack of file descriptors (EMFILE), which the
+        connection limit should prevent; other loop errors go to the previous handler."""
+        previous = loop.get_exception_handler()
+
+        def handle(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+            name = is_accept_exhaustion(context)
+            if name is None:
+                if previous is not None:
+                    previous(loop, context)
+                else:
+                    loop.default_exception_handler(context)
+                return
+            self.metrics.accept_errors.labels(errno=name).inc()
+            log.warning(
+                "gateway.accept_failed",
+                errno=name,
+                connections=self.admission.held,
+                max_connections=self.max_connections,
+                hint="lower GATEWAY_MAX_CONNECTIONS or raise the open-files limit (ulimit -n)",
+            )
+
+        loop.set_exception_handler(handle)
+
     # -- before the upgrade ---------------------------------------------------------------
 
     async def _process_request(
@@ -141,10 +214,14 @@ class Gateway:
     ) -> Response | None:
         if "upgrade" not in request.headers.get("Connection", "").lower():
             return self._answer_http(connection, request.path)
+        ticket: Ticket | None = None
         try:
             cp_id = cp_id_from_path(request.path, self.settings.path_prefix)
+            ticket = self._enter(connection)
             await self._admit(cp_id, connection, request)
         except HandshakeRefused as refusal:
+            if ticket is not None:
+                self.admission.upgraded(ticket)  # refused: no longer a handshake in progress
             self.metrics.handshakes.labels(outcome=str(refusal.status.value)).inc()
             details = {"auth": refusal.detail} if isinstance(refusal, AuthRefused) else {}
             log.info(
@@ -155,15 +232,19 @@ class Gateway:
                 **details,
             )
             response = connection.respond(refusal.status, refusal.reason + "\n")
-            if refusal.status is HTTPStatus.SERVICE_UNAVAILABLE:
-                response.headers["Retry-After"] = "5"
+            seconds = refusal.retry_after
+            if seconds is None and refusal.status is HTTPStatus.SERVICE_UNAVAILABLE:
+                seconds = retry_after(1.0, self.settings.retry_after_max, random.uniform)
+            if seconds is not None:
+                response.headers["Retry-After"] = str(seconds)
             if isinstance(refusal, AuthRefused) and refusal.challenge is not None:
                 response.headers["WWW-Authenticate"] = refusal.challenge
             return response
         return None
 
-    async def _admit(self, cp_id: str, connection: ServerConnection, request: Request) -> None:
-        """Checks that refuse a charge point with an HTTP status, before the upgrade."""
+    def _enter(self, connection: ServerConnection) -> Ticket:
+        """Count the connection against the limits from now until its TCP connection is gone,
+        or refuse it (503) at once; before anything that waits (password, registry)."""
         if not self.ready:
             raise HandshakeRefused(
                 HTTPStatus.SERVICE_UNAVAILABLE,
@@ -171,10 +252,18 @@ class Gateway:
                 if not self._shutting_down
                 else "the gateway is shutting down; reconnect",
             )
-        if len(self.sessions) >= self.settings.max_connections:
-            raise HandshakeRefused(
-                HTTPStatus.SERVICE_UNAVAILABLE, "the gateway is at its connection limit"
-            )
+        admitted = self.admission.enter()
+        if isinstance(admitted, Refusal):
+            self.metrics.admissions_refused.labels(reason=admitted.value).inc()
+            raise HandshakeRefused(HTTPStatus.SERVICE_UNAVAILABLE, REFUSAL_REASONS[admitted])
+        connection.connection_lost_waiter.add_done_callback(
+            lambda _: self.admission.release(admitted)
+        )
+        self._tickets[connection] = admitted
+        return admitted
+
+    async def _admit(self, cp_id: str, connection: ServerConnection, request: Request) -> None:
+        """Checks that refuse a charge point with an HTTP status, before the upgrade."""
         if self.authenticator is not None:
             # Before the registry, so that ids cannot be probed without credentials. With
             # profile 3 the TLS handshake admits clients without a certificate (for /health and
@@ -183,6 +272,7 @@ class Gateway:
                 cp_id,
                 request.headers.get_all("Authorization"),
                 connection.transport.get_extra_info("peercert"),
+                _source_address(connection),
             )
         if self.settings.unknown_id_response is UnknownIdResponse.HTTP_404:
             close = await self._registry_refusal(cp_id)
@@ -228,6 +318,9 @@ class Gateway:
 
     async def _handle(self, connection: ServerConnection) -> None:
         assert connection.request is not None
+        ticket = self._tickets.pop(connection, None)
+        if ticket is not None:
+            self.admission.upgraded(ticket)
         cp_id = cp_id_from_path(connection.request.path, self.settings.path_prefix)
         subprotocol = connection.subprotocol
         refusal: Close | None
@@ -301,6 +394,11 @@ class Gateway:
             return closes.registry_unavailable()
         self.metrics.registry_lookups.labels(result="registered" if registered else "unknown").inc()
         return None if registered else closes.not_registered(cp_id)
+
+
+def _source_address(connection: ServerConnection) -> str | None:
+    address = connection.remote_address
+    return str(address[0]) if isinstance(address, tuple) and address else None
 
 
 def _json_response(
