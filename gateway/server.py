@@ -30,6 +30,7 @@ from gateway.admission import (
     spread_within,
 )
 from gateway.closes import Close
+from gateway.descriptors import probe_forever
 from gateway.handshake import (
     HEALTH_PATH,
     METRICS_PATH,
@@ -45,6 +46,7 @@ from gateway.security import AuthRefused, CpAuthenticator
 from gateway.session import Session
 from gateway.sessions import SessionTable
 from gateway.settings import Settings, UnknownIdResponse
+from gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +88,7 @@ class Gateway:
             weakref.WeakKeyDictionary()
         )
         self._closing: set[asyncio.Task[None]] = set()
+        self._descriptor_probe: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -105,7 +108,7 @@ class Gateway:
         if self.registry_events is not None:
             await self.registry_events.start(self.thing_deleted)
         settings = self.settings
-        self._count_accept_failures(asyncio.get_running_loop())
+        self._watch_descriptors(asyncio.get_running_loop())
         self._server = await serve(
             self._handle,
             settings.host,
@@ -143,6 +146,7 @@ class Gateway:
         self._shutting_down = True
         if self._revalidation is not None:
             self._revalidation.cancel()
+        await cancel_and_wait(self._descriptor_probe)
         if self.registry_events is not None:
             await self.registry_events.close()
         if self._server is not None:
@@ -183,9 +187,11 @@ class Gateway:
         self._server.close(close_connections=True, code=restart.code, reason=restart.reason)
         await self._server.wait_closed()
 
-    def _count_accept_failures(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Count and log `accept()` failing for lack of file descriptors (EMFILE), which the
-        connection limit should prevent; other loop errors go to the previous handler."""
+    def _watch_descriptors(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Count and log running out of file descriptors (`accept()` failing with EMFILE),
+        which the connection limit should prevent: reported by asyncio's loop, and found by a
+        probe under uvloop (see `gateway.descriptors`). Other loop errors go to the previous
+        handler."""
         previous = loop.get_exception_handler()
 
         def handle(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
@@ -196,16 +202,23 @@ class Gateway:
                 else:
                     loop.default_exception_handler(context)
                 return
-            self.metrics.accept_errors.labels(errno=name).inc()
-            log.warning(
-                "gateway.accept_failed",
-                errno=name,
-                connections=self.admission.held,
-                max_connections=self.max_connections,
-                hint="lower GATEWAY_MAX_CONNECTIONS or raise the open-files limit (ulimit -n)",
-            )
+            self._out_of_descriptors(name, "accept")
 
         loop.set_exception_handler(handle)
+        self._descriptor_probe = asyncio.create_task(
+            probe_forever(lambda name: self._out_of_descriptors(name, "probe"))
+        )
+
+    def _out_of_descriptors(self, errno_name: str, detected_by: str) -> None:
+        self.metrics.accept_errors.labels(errno=errno_name).inc()
+        log.warning(
+            "gateway.accept_failed",
+            errno=errno_name,
+            detected_by=detected_by,
+            connections=self.admission.held,
+            max_connections=self.max_connections,
+            hint="lower GATEWAY_MAX_CONNECTIONS or raise the open-files limit (ulimit -n)",
+        )
 
     # -- before the upgrade ---------------------------------------------------------------
 
