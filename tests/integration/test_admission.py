@@ -24,9 +24,13 @@ from websockets.http11 import Response
 from gateway.cli import build_gateway
 from gateway.security import hash_password, set_password_line
 from gateway.server import Gateway
+from simulator.backoff import RetryBackOff
+from simulator.fleet.options import FleetPlan
+from simulator.fleet.runner import run_fleet
 from tests.support import gateway as gateway_support
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, running_gateway
 from tests.support.mosquitto import MosquittoProcess
+from tests.support.processor import running_processor
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
@@ -347,3 +351,29 @@ async def test_sigterm_spreads_the_1012_closes_and_still_exits_in_time(
         assert (stopping["connections"], stopping["spread_seconds"]) == (10, 1.0)
     finally:
         process.stop()
+
+
+async def test_the_fleet_comes_back_when_retry_after_says_not_after_its_back_off(
+    broker: MosquittoProcess,
+) -> None:
+    # One place, three CPs, a back-off of 10 minutes: only Retry-After (1 s) brings them back.
+    async with (
+        running_processor(broker.url),
+        running_gateway(
+            broker.url, registry="allow-all", max_connections=1, retry_after_max=1
+        ) as gw,
+    ):
+        summary = await run_fleet(
+            FleetPlan(
+                url=f"ws://127.0.0.1:{gw.port}",
+                cp_ids=["FLEET1", "FLEET2", "FLEET3"],
+                ramp_per_s=0.0,
+                mode="closed",
+                calls_per_cp=1,
+                progress_every=0.0,
+                close_timeout=1.0,
+                reconnect=RetryBackOff(wait_minimum=600.0, random_range=0.0),
+            )
+        )
+    assert summary.boots_accepted == 3
+    assert summary.connect_errors.get("http_503", 0) >= 2
