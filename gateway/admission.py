@@ -3,8 +3,8 @@
 The server asks these classes and functions before the upgrade and does what they answer:
 
 - `AdmissionGate`: connections held (admitted and not yet closed) against the connection limit,
-  and handshakes in flight (admitted, not yet upgraded) against the storm threshold. A
-  connection counts from the moment it is admitted, before the registry or the password check
+  and handshakes in progress (accepted, not yet upgraded) against the storm threshold. A
+  connection is held from the moment it is admitted, before the registry or the password check
   answers, so a slow registry cannot let more in than the limit.
 - `default_max_connections`: the connection limit the open-files limit allows for a link mode.
 - `FailureLimiter`: failed password checks per charge point id and per source address; past the
@@ -44,19 +44,25 @@ REFUSAL_REASONS: Mapping[Refusal, str] = {
 
 @dataclass
 class Ticket:
-    """One admitted connection; given back to `AdmissionGate.upgraded` and `.release`."""
+    """One accepted connection, from `AdmissionGate.accepted` until `.release`."""
 
     handshaking: bool = True
+    held: bool = False
     released: bool = False
 
 
 class AdmissionGate:
-    """Counts connections held and handshakes in flight, and refuses past either limit.
+    """Counts handshakes in progress and connections held, and refuses past either limit.
 
-    `enter()` admits (returning a `Ticket`) or refuses (returning a `Refusal`). The server calls
-    `upgraded(ticket)` when the WebSocket is open (the handshake is over) and `release(ticket)`
-    when the TCP connection is gone, however it ended. Both are idempotent, so the counts stay
-    right whatever order the connection's end and the handshake's end arrive in.
+    - `accepted()` when a TCP connection is accepted: a handshake in progress from now, while
+      it waits for the event loop to read its request too. In a storm that wait is where time
+      goes, so the storm threshold counts it.
+    - `admit(ticket)` before the checks that wait (password, registry): None admits, and the
+      connection is held against the connection limit until released; a `Refusal` says why not.
+    - `upgraded(ticket)` when the handshake is over (the WebSocket is open, or a refusal sent).
+    - `release(ticket)` when the TCP connection is gone, however it ended.
+
+    All are idempotent, so the counts stay right whatever order the ends arrive in.
     """
 
     def __init__(self, max_connections: int, max_handshakes: int) -> None:
@@ -70,14 +76,21 @@ class AdmissionGate:
         self.held = 0
         self.handshaking = 0
 
-    def enter(self) -> Ticket | Refusal:
-        if self.held >= self.max_connections:
-            return Refusal.CONNECTION_LIMIT
-        if self.handshaking >= self.max_handshakes:
-            return Refusal.STORM
-        self.held += 1
+    def accepted(self) -> Ticket:
         self.handshaking += 1
         return Ticket()
+
+    def admit(self, ticket: Ticket) -> Refusal | None:
+        if ticket.held or ticket.released:
+            return None
+        if self.held >= self.max_connections:
+            return Refusal.CONNECTION_LIMIT
+        # `ticket` itself is one of the handshakes in progress.
+        if self.handshaking > self.max_handshakes:
+            return Refusal.STORM
+        ticket.held = True
+        self.held += 1
+        return None
 
     def upgraded(self, ticket: Ticket) -> None:
         if ticket.handshaking:
@@ -88,7 +101,8 @@ class AdmissionGate:
         self.upgraded(ticket)
         if not ticket.released:
             ticket.released = True
-            self.held -= 1
+            if ticket.held:
+                self.held -= 1
 
 
 # File descriptors a charge point costs: its WebSocket, plus its own MQTT connection per-CP.

@@ -11,6 +11,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from http import HTTPStatus
+from typing import Any
 
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -21,7 +22,6 @@ from gateway import closes
 from gateway.admission import (
     REFUSAL_REASONS,
     AdmissionGate,
-    Refusal,
     Ticket,
     close_offsets,
     default_max_connections,
@@ -126,6 +126,7 @@ class Gateway:
             # Thousands of CPs reconnect at once after an outage; the default backlog of 100
             # drops their SYNs and makes them wait for TCP retransmits (1 s, 3 s, 7 s, ...).
             backlog=settings.listen_backlog,
+            create_connection=self._accepted,  # type: ignore[arg-type]
         )
         if settings.registry_revalidate_interval > 0:
             self._revalidation = asyncio.create_task(self._revalidate_forever())
@@ -226,13 +227,16 @@ class Gateway:
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
         if "upgrade" not in request.headers.get("Connection", "").lower():
+            ticket = self._tickets.pop(connection, None)
+            if ticket is not None:
+                self.admission.upgraded(ticket)  # /health, /metrics: not a handshake
             return self._answer_http(connection, request.path)
-        ticket: Ticket | None = None
         try:
             cp_id = cp_id_from_path(request.path, self.settings.path_prefix)
-            ticket = self._enter(connection)
+            self._enter(connection)
             await self._admit(cp_id, connection, request)
         except HandshakeRefused as refusal:
+            ticket = self._tickets.pop(connection, None)
             if ticket is not None:
                 self.admission.upgraded(ticket)  # refused: no longer a handshake in progress
             self.metrics.handshakes.labels(outcome=str(refusal.status.value)).inc()
@@ -255,9 +259,19 @@ class Gateway:
             return response
         return None
 
-    def _enter(self, connection: ServerConnection) -> Ticket:
-        """Count the connection against the limits from now until its TCP connection is gone,
-        or refuse it (503) at once; before anything that waits (password, registry)."""
+    def _accepted(self, *args: Any, **kwargs: Any) -> ServerConnection:
+        """Make the connection of a TCP connection just accepted: a handshake in progress."""
+        connection = ServerConnection(*args, **kwargs)
+        ticket = self.admission.accepted()
+        connection.connection_lost_waiter.add_done_callback(
+            lambda _: self.admission.release(ticket)
+        )
+        self._tickets[connection] = ticket
+        return connection
+
+    def _enter(self, connection: ServerConnection) -> Ticket | None:
+        """Hold the connection against the limit until its TCP connection is gone, or refuse
+        it (503) at once; before anything that waits (password, registry)."""
         if not self.ready:
             raise HandshakeRefused(
                 HTTPStatus.SERVICE_UNAVAILABLE,
@@ -265,15 +279,14 @@ class Gateway:
                 if not self._shutting_down
                 else "the gateway is shutting down; reconnect",
             )
-        admitted = self.admission.enter()
-        if isinstance(admitted, Refusal):
-            self.metrics.admissions_refused.labels(reason=admitted.value).inc()
-            raise HandshakeRefused(HTTPStatus.SERVICE_UNAVAILABLE, REFUSAL_REASONS[admitted])
-        connection.connection_lost_waiter.add_done_callback(
-            lambda _: self.admission.release(admitted)
-        )
-        self._tickets[connection] = admitted
-        return admitted
+        ticket = self._tickets.get(connection)
+        if ticket is None:
+            return None
+        refusal = self.admission.admit(ticket)
+        if refusal is not None:
+            self.metrics.admissions_refused.labels(reason=refusal.value).inc()
+            raise HandshakeRefused(HTTPStatus.SERVICE_UNAVAILABLE, REFUSAL_REASONS[refusal])
+        return ticket
 
     async def _admit(self, cp_id: str, connection: ServerConnection, request: Request) -> None:
         """Checks that refuse a charge point with an HTTP status, before the upgrade."""

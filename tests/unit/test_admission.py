@@ -23,51 +23,68 @@ from tests.support.clock import FakeClock
 # -- the gate ---------------------------------------------------------------------------------
 
 
+def admitted(gate: AdmissionGate) -> Ticket:
+    ticket = gate.accepted()
+    assert gate.admit(ticket) is None
+    return ticket
+
+
 def test_the_connection_limit_counts_admissions_before_they_finish() -> None:
     gate = AdmissionGate(max_connections=3, max_handshakes=100)
-    tickets = [gate.enter() for _ in range(3)]
-    assert all(isinstance(ticket, Ticket) for ticket in tickets)
-    assert gate.enter() is Refusal.CONNECTION_LIMIT  # none has finished its handshake yet
-    assert (gate.held, gate.handshaking) == (3, 3)
+    for _ in range(3):
+        admitted(gate)
+    assert gate.admit(gate.accepted()) is Refusal.CONNECTION_LIMIT  # none has finished yet
+    assert (gate.held, gate.handshaking) == (3, 4)
 
 
 def test_a_released_connection_frees_its_place_once() -> None:
     gate = AdmissionGate(max_connections=1, max_handshakes=1)
-    ticket = gate.enter()
-    assert isinstance(ticket, Ticket)
+    ticket = admitted(gate)
     gate.upgraded(ticket)
     gate.upgraded(ticket)
     assert (gate.held, gate.handshaking) == (1, 0)
-    assert gate.enter() is Refusal.CONNECTION_LIMIT
+    refused = gate.accepted()
+    assert gate.admit(refused) is Refusal.CONNECTION_LIMIT
+    gate.release(refused)  # refused: released without ever being held
     gate.release(ticket)
     gate.release(ticket)
     assert (gate.held, gate.handshaking) == (0, 0)
-    assert isinstance(gate.enter(), Ticket)
+    admitted(gate)
+
+
+def test_admitting_twice_holds_once() -> None:
+    gate = AdmissionGate(max_connections=5, max_handshakes=5)
+    ticket = admitted(gate)
+    assert gate.admit(ticket) is None
+    assert gate.held == 1
 
 
 def test_released_before_the_upgrade_also_ends_the_handshake() -> None:
     gate = AdmissionGate(max_connections=5, max_handshakes=5)
-    ticket = gate.enter()
-    assert isinstance(ticket, Ticket)
+    ticket = admitted(gate)
     gate.release(ticket)  # the client went away mid-handshake
     gate.upgraded(ticket)
+    assert gate.admit(ticket) is None  # too late to hold anything
     assert (gate.held, gate.handshaking) == (0, 0)
 
 
-def test_the_storm_threshold_counts_handshakes_in_progress_only() -> None:
+def test_the_storm_threshold_counts_accepted_handshakes_not_yet_upgraded() -> None:
     gate = AdmissionGate(max_connections=100, max_handshakes=2)
-    first, second = gate.enter(), gate.enter()
-    assert gate.enter() is Refusal.STORM
-    assert isinstance(first, Ticket) and isinstance(second, Ticket)
-    gate.upgraded(first)  # connected: still held, no longer handshaking
-    assert isinstance(gate.enter(), Ticket)
+    first, second, third = gate.accepted(), gate.accepted(), gate.accepted()
+    # Three accepted: whichever is read first meets three handshakes in progress.
+    assert gate.admit(first) is Refusal.STORM
+    gate.upgraded(first)  # its 503 is sent
+    assert gate.admit(second) is None
+    assert gate.admit(third) is None
+    gate.upgraded(second)  # connected: still held, no longer handshaking
+    assert gate.admit(gate.accepted()) is None
     assert (gate.held, gate.handshaking) == (3, 2)
 
 
 def test_the_connection_limit_is_checked_before_the_storm_threshold() -> None:
     gate = AdmissionGate(max_connections=1, max_handshakes=1)
-    gate.enter()
-    assert gate.enter() is Refusal.CONNECTION_LIMIT
+    admitted(gate)
+    assert gate.admit(gate.accepted()) is Refusal.CONNECTION_LIMIT
 
 
 @pytest.mark.parametrize(("connections", "handshakes"), [(0, 1), (1, 0)])
