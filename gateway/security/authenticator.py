@@ -21,7 +21,6 @@ from gateway.security.passwords import (
     PasswordHash,
     PasswordStore,
     VerifiedPasswords,
-    decoy_is_slow,
     verify_or_decoy,
 )
 from gateway.settings import SecurityProfile, Settings
@@ -112,10 +111,9 @@ class CpAuthenticator:
         stored = self.passwords.hash_for(cp_id)
         if stored is not None and self.verified.knows(cp_id, stored, password):
             return
-        slow = stored.slow if stored is not None else decoy_is_slow(password)
         matches = (
             await self._check_slowly(stored, password)
-            if slow
+            if stored is not None and stored.slow
             else verify_or_decoy(stored, password)
         )
         if not matches:

@@ -171,20 +171,21 @@ def hash_password(
 
 
 @functools.cache
-def _decoy(slow: bool) -> PasswordHash:
-    return hash_password(b"", salt=b"\0" * SALT_BYTES, slow=slow)
-
-
-def decoy_is_slow(password: bytes) -> bool:
-    """Whether an id without a password is checked against the slow decoy: it takes as long as
-    a wrong password for an id whose password is as long as the one offered."""
-    return not uses_fast_hash(password)
+def _decoy() -> PasswordHash:
+    return hash_password(b"", salt=b"\0" * SALT_BYTES, slow=False)
 
 
 def verify_or_decoy(stored: PasswordHash | None, password: bytes) -> bool:
-    """Checks ids without a password against a decoy, so they take as long as a wrong one."""
+    """Checks ids without a password against a decoy, so that they take as long as a wrong
+    password for an id with one.
+
+    The decoy uses the fast scheme, the one `ocpp-things password` stores by default: ids
+    without a password must never cost a slow check, or anyone could make the gateway run
+    scrypt for made-up ids. An id with a (short, forced) scrypt password answers more slowly,
+    which tells an observer only that it has such a password.
+    """
     if stored is None:
-        _decoy(decoy_is_slow(password)).verify(password)
+        _decoy().verify(password)
         return False
     return stored.verify(password)
 

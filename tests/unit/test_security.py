@@ -733,3 +733,12 @@ def test_build_authenticator_reads_the_rate_limit_settings(tmp_path: Path) -> No
     assert authenticator is not None
     assert (authenticator.by_id.allowance, authenticator.by_id.window) == (7, 30)
     assert not authenticator.by_address.enabled
+
+
+async def test_ids_without_a_password_never_cost_a_slow_check() -> None:
+    authenticator = CpAuthenticator(SecurityProfile.BASIC, Passwords(CP1=b"pw"), workers=1)
+    authenticator._slow_checks = SLOW_CHECKS_PER_WORKER  # the slow queue is full
+    with pytest.raises(AuthRefused) as refused:
+        await authenticator.check("CPX", [header("CPX", "short")])
+    assert refused.value.status is HTTPStatus.UNAUTHORIZED  # the fast decoy: no 503
+    await authenticator.close()
