@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: help venv install run test test-fast lint typecheck format clean bench bench-quick bench-simulator bench-registry bench-links lambda bench-processor deploy-tools test-deploy jmeter tf-moto lock
+.PHONY: help venv install run test test-fast lint typecheck format clean bench bench-quick bench-simulator bench-registry bench-links bench-admission lambda bench-processor deploy-tools test-deploy jmeter tf-moto lock
 
 help:
 	@echo "make run        local stack: mosquitto + processor + gateway on ws://localhost:8080"
@@ -15,6 +15,7 @@ help:
 	@echo "make tf-moto    terraform apply/destroy of infra/ against moto_server"
 	@echo "make bench      gateway benchmark: both link modes against the ceilings"
 	@echo "make bench-simulator  fleet ceiling against a local echo CSMS (~2 min)"
+	@echo "make bench-admission  cold password checks, wrong passwords, a 20,000-CP storm (~4 min)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -86,3 +87,6 @@ lock:
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .run *.egg-info
+
+bench-admission: install
+	$(BIN)/python -m bench.admission

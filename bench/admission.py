@@ -4,6 +4,7 @@
     python -m bench.admission --only cold      # 10,000 profile-1 CPs, cold cache
     python -m bench.admission --only wrong     # a legitimate CP beside 400 wrong passwords
     python -m bench.admission --only storm     # 20,000 CPs dialling at once, two fleets
+    python -m bench.admission --only storm --compare   # and again without the threshold
 
 - `cold`: a freshly started gateway (nothing verified yet) with security profile 1 and 10,000
   passwords in its file (salted SHA-256, as `ocpp-things password` stores 16+ characters);
@@ -104,12 +105,24 @@ def run_fleets(commands: list[list[str]]) -> list[dict[str, Any]]:
 FLEET_IN_FLIGHT = 500
 
 
-def once_each(count: int, prefix: str, start: int = 0, *extra: str) -> list[str]:
-    """Fleet options: `count` CPs dial at once, boot, one Heartbeat, close; Retry-After obeyed."""
-    in_flight = str(min(count, FLEET_IN_FLIGHT))
+def once_each(
+    count: int, prefix: str, start: int = 0, *extra: str, in_flight: int = FLEET_IN_FLIGHT
+) -> list[str]:
+    """Fleet options: `count` CPs dial at once (`in_flight` handshakes at a time), boot, send one
+    Heartbeat and close; a refusal's Retry-After is obeyed, else the OCPP back-off."""
+    in_flight_option = str(min(count, in_flight))
     return [
         *("--count", str(count), "--id-prefix", prefix, "--id-start", str(start)),
-        *("--ramp", "0", "--concurrency-limit", in_flight, "--calls", "1", "--mode", "closed"),
+        *(
+            "--ramp",
+            "0",
+            "--concurrency-limit",
+            in_flight_option,
+            "--calls",
+            "1",
+            "--mode",
+            "closed",
+        ),
         *("--reconnect", "--retry-wait-minimum", "5", "--retry-random-range", "5"),
         *extra,
     ]
@@ -240,16 +253,20 @@ def wrong(broker: MosquittoProcess, in_flight: int, limits: bool) -> dict[str, A
 # -- storm: 20,000 CPs at once -----------------------------------------------------------------
 
 
-def storm(broker: MosquittoProcess, count: int) -> dict[str, Any]:
+def storm(
+    broker: MosquittoProcess, count: int, in_flight: int, threshold: bool = True
+) -> dict[str, Any]:
     port = free_port()
     env = gateway_env(broker, port)
+    if not threshold:
+        env["GATEWAY_MAX_HANDSHAKES"] = str(10 * count)
     url = f"ws://127.0.0.1:{port}"
     half = count // 2
     with process([sys.executable, "-m", "gateway"], env, ready_port=port):
         results = run_fleets(
             [
-                fleet_command(url, *once_each(half, "STORM", 0)),
-                fleet_command(url, *once_each(count - half, "STORM", half)),
+                fleet_command(url, *once_each(half, "STORM", 0, in_flight=in_flight)),
+                fleet_command(url, *once_each(count - half, "STORM", half, in_flight=in_flight)),
             ]
         )
         metrics = scrape(port)
@@ -258,8 +275,9 @@ def storm(broker: MosquittoProcess, count: int) -> dict[str, Any]:
         for cause, number in result["connect_errors"].items():
             errors[cause] = errors.get(cause, 0) + number
     return {
-        "run": "storm",
+        "run": "storm" if threshold else "storm (threshold off)",
         "cps": count,
+        "fleet_in_flight": 2 * min(half, in_flight),
         "connected": sum(result["connected"] for result in results),
         "boots_accepted": sum(result["boots_accepted"] for result in results),
         "all_done_s": round(max(result["elapsed_s"] for result in results), 1),
@@ -278,7 +296,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=["cold", "wrong", "storm"])
     parser.add_argument("--cold-cps", type=int, default=10_000)
     parser.add_argument("--storm-cps", type=int, default=20_000)
-    parser.add_argument("--in-flight", type=int, default=400)
+    parser.add_argument("--in-flight", type=int, default=400, help="wrong passwords in flight")
+    parser.add_argument(
+        "--storm-in-flight",
+        type=int,
+        default=2_000,
+        help="handshakes in flight per fleet process in the storm (two processes)",
+    )
+    parser.add_argument(
+        "--compare", action="store_true", help="storm: also run with the storm threshold off"
+    )
     parser.add_argument("--attack", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--attack-seconds", type=float, default=60.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -300,8 +327,9 @@ def main(argv: list[str] | None = None) -> None:
                     rows.append(wrong(broker, args.in_flight, limits))
                     print(json.dumps(rows[-1]), flush=True)
             if args.only in (None, "storm"):
-                rows.append(storm(broker, args.storm_cps))
-                print(json.dumps(rows[-1]), flush=True)
+                for threshold in (True, False) if args.compare else (True,):
+                    rows.append(storm(broker, args.storm_cps, args.storm_in_flight, threshold))
+                    print(json.dumps(rows[-1]), flush=True)
     finally:
         broker.stop()
     print(f"load average at the end: {os.getloadavg()[0]:.2f} (2 cores shared)", flush=True)
