@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: help venv install run test test-fast lint typecheck format clean bench bench-quick bench-simulator bench-registry bench-links chaos lambda bench-processor deploy-tools test-deploy jmeter tf-moto lock
+.PHONY: help venv install run test test-fast lint typecheck format clean bench bench-quick bench-simulator bench-registry bench-links bench-admission chaos lambda bench-processor deploy-tools test-deploy jmeter tf-moto lock
 
 help:
 	@echo "make run        local stack: mosquitto + processor + gateway on ws://localhost:8080"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench      gateway benchmark: both link modes against the ceilings"
 	@echo "make bench-simulator  fleet ceiling against a local echo CSMS (~2 min)"
 	@echo "make chaos      broker stopped/frozen/killed under load, through every link (~20 min)"
+	@echo "make bench-admission  cold password checks, wrong passwords, a 20,000-CP storm (~4 min)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -90,3 +91,6 @@ lock:
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .run *.egg-info
+
+bench-admission: install
+	$(BIN)/python -m bench.admission

@@ -23,7 +23,12 @@ from gateway.observability import Metrics, configure_logging
 from gateway.registry import RegistryMisconfigured, build_registry
 from gateway.registry.events import build_event_watcher
 from gateway.registry.metrics import RegistryCacheCollector
-from gateway.security import SecurityMisconfigured, build_authenticator, build_server_ssl_context
+from gateway.security import (
+    AuthStatsCollector,
+    SecurityMisconfigured,
+    build_authenticator,
+    build_server_ssl_context,
+)
 from gateway.server import Gateway
 from gateway.settings import Settings
 
@@ -48,6 +53,8 @@ def build_gateway(settings: Settings) -> Gateway:
     gateway_id = settings.gateway_id or default_gateway_id()
     registry = build_registry(settings)
     metrics.registry.register(RegistryCacheCollector(registry))
+    if authenticator is not None:
+        metrics.registry.register(AuthStatsCollector(authenticator))
     return Gateway(
         settings,
         registry=registry,

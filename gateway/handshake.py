@@ -16,12 +16,16 @@ METRICS_PATH = "/metrics"
 
 
 class HandshakeRefused(Exception):
-    """The request is answered with an HTTP error instead of a WebSocket upgrade."""
+    """The request is answered with an HTTP error instead of a WebSocket upgrade.
 
-    def __init__(self, status: HTTPStatus, reason: str) -> None:
+    `retry_after` (whole seconds) is sent as the `Retry-After` header when set.
+    """
+
+    def __init__(self, status: HTTPStatus, reason: str, *, retry_after: int | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after
 
 
 def cp_id_from_path(path: str, prefix: str = "") -> str:

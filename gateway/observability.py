@@ -130,6 +130,23 @@ class Metrics:
         self.link_ready = Gauge(
             "ocpp_gateway_link_ready", "1 when the broker is reachable", registry=r
         )
+        self.admissions_refused = Counter(
+            "ocpp_gateway_admissions_refused",
+            "Handshakes refused with 503 at once: connection limit or too many in progress",
+            ["reason"],
+            registry=r,
+        )
+        self.handshakes_in_flight = Gauge(
+            "ocpp_gateway_handshakes_in_flight",
+            "Connections admitted whose WebSocket handshake is not over yet",
+            registry=r,
+        )
+        self.accept_errors = Counter(
+            "ocpp_gateway_accept_errors",
+            "accept() failures for lack of file descriptors, by errno",
+            ["errno"],
+            registry=r,
+        )
         self.registry_lookups = Counter(
             "ocpp_gateway_registry_lookups",
             "Registry answers seen by the handshake",

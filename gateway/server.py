@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import resource
 import ssl
 import time
 import weakref
 from collections.abc import Sequence
 from http import HTTPStatus
+from typing import Any
 
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -17,7 +20,18 @@ from websockets.typing import Subprotocol
 
 from gateway import closes
 from gateway.admin import AdminApi, AdminServer
+from gateway.admission import (
+    REFUSAL_REASONS,
+    AdmissionGate,
+    Ticket,
+    close_offsets,
+    default_max_connections,
+    is_accept_exhaustion,
+    retry_after,
+    spread_within,
+)
 from gateway.closes import Close
+from gateway.descriptors import probe_forever
 from gateway.handshake import (
     HEALTH_PATH,
     METRICS_PATH,
@@ -34,6 +48,7 @@ from gateway.security import AuthRefused, CpAuthenticator
 from gateway.session import Session
 from gateway.sessions import SessionTable
 from gateway.settings import Settings, UnknownIdResponse
+from gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +81,11 @@ class Gateway:
         metrics.cps_held_back.set_function(
             lambda: self.sessions.held_back(settings.backpressure_seconds, time.monotonic())
         )
+        self.max_connections = settings.max_connections or default_max_connections(
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0], settings.link_mode.value
+        )
+        self.admission = AdmissionGate(self.max_connections, settings.max_handshakes)
+        metrics.handshakes_in_flight.set_function(lambda: self.admission.handshaking)
         self._server: Server | None = None
         # When each handshake arrived (wall clock): across replicas the newest connection wins.
         self._handshake_times: weakref.WeakKeyDictionary[ServerConnection, float] = (
@@ -73,6 +93,11 @@ class Gateway:
         )
         self._shutting_down = False
         self._revalidation: asyncio.Task[None] | None = None
+        self._tickets: weakref.WeakKeyDictionary[ServerConnection, Ticket] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._closing: set[asyncio.Task[None]] = set()
+        self._descriptor_probe: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -92,6 +117,7 @@ class Gateway:
         if self.registry_events is not None:
             await self.registry_events.start(self.thing_deleted)
         settings = self.settings
+        self._watch_descriptors(asyncio.get_running_loop())
         self._server = await serve(
             self._handle,
             settings.host,
@@ -110,6 +136,7 @@ class Gateway:
             # Thousands of CPs reconnect at once after an outage; the default backlog of 100
             # drops their SYNs and makes them wait for TCP retransmits (1 s, 3 s, 7 s, ...).
             backlog=settings.listen_backlog,
+            create_connection=self._accepted,  # type: ignore[arg-type]
         )
         if self.admin is not None:
             await self.admin.start()
@@ -124,6 +151,7 @@ class Gateway:
             security_profile=settings.security_profile.value,
             registry=settings.registry.value,
             link=settings.link_mode.value,
+            max_connections=self.max_connections,
         )
 
     async def stop(self) -> None:
@@ -133,14 +161,12 @@ class Gateway:
             await self.admin.close()
         if self._revalidation is not None:
             self._revalidation.cancel()
+        await cancel_and_wait(self._descriptor_probe)
         if self.registry_events is not None:
             await self.registry_events.close()
         if self._server is not None:
-            restart = closes.gateway_restarting()
-            log.info("gateway.stopping", connections=len(self.sessions))
-            self._server.close(close_connections=True, code=restart.code, reason=restart.reason)
             try:
-                await asyncio.wait_for(self._server.wait_closed(), self.settings.shutdown_timeout)
+                await asyncio.wait_for(self._close_connections(), self.settings.shutdown_timeout)
             except TimeoutError:
                 log.warning("gateway.stop_timeout", seconds=self.settings.shutdown_timeout)
         await self.link.close()
@@ -149,6 +175,66 @@ class Gateway:
             await self.authenticator.close()
         log.info("gateway.stopped")
 
+    async def _close_connections(self) -> None:
+        """Stop listening, close every CP with 1012 spread over `GATEWAY_SHUTDOWN_SPREAD`, so a
+        replica's CPs do not all land on the others in the same second, then wait for them."""
+        assert self._server is not None
+        settings = self.settings
+        restart = closes.gateway_restarting()
+        self._server.server.close()  # no new connections from here on
+        connections = list(self._server.connections)
+        spread = spread_within(
+            settings.shutdown_spread, settings.shutdown_timeout, settings.close_timeout
+        )
+        log.info("gateway.stopping", connections=len(connections), spread_seconds=spread)
+        if spread > 0 and connections:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            random.shuffle(connections)
+            for connection, offset in zip(
+                connections, close_offsets(len(connections), spread), strict=True
+            ):
+                await asyncio.sleep(max(0.0, started + offset - loop.time()))
+                # Not awaited: the close handshake of one CP must not hold back the next.
+                task = asyncio.create_task(connection.close(restart.code, restart.reason))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+        self._server.close(close_connections=True, code=restart.code, reason=restart.reason)
+        await self._server.wait_closed()
+
+    def _watch_descriptors(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Count and log running out of file descriptors (`accept()` failing with EMFILE),
+        which the connection limit should prevent: reported by asyncio's loop, and found by a
+        probe under uvloop (see `gateway.descriptors`). Other loop errors go to the previous
+        handler."""
+        previous = loop.get_exception_handler()
+
+        def handle(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+            name = is_accept_exhaustion(context)
+            if name is None:
+                if previous is not None:
+                    previous(loop, context)
+                else:
+                    loop.default_exception_handler(context)
+                return
+            self._out_of_descriptors(name, "accept")
+
+        loop.set_exception_handler(handle)
+        self._descriptor_probe = asyncio.create_task(
+            probe_forever(lambda name: self._out_of_descriptors(name, "probe"))
+        )
+
+    def _out_of_descriptors(self, errno_name: str, detected_by: str) -> None:
+        self.metrics.accept_errors.labels(errno=errno_name).inc()
+        log.warning(
+            "gateway.accept_failed",
+            errno=errno_name,
+            detected_by=detected_by,
+            connections=self.admission.held,
+            max_connections=self.max_connections,
+            hint="lower GATEWAY_MAX_CONNECTIONS or raise the open-files limit (ulimit -n)",
+        )
+
     # -- before the upgrade ---------------------------------------------------------------
 
     async def _process_request(
@@ -156,12 +242,19 @@ class Gateway:
     ) -> Response | None:
         # A list header may come in several lines (RFC 9110 5.3): read them all, as websockets does.
         if "upgrade" not in ",".join(request.headers.get_all("Connection")).lower():
+            ticket = self._tickets.pop(connection, None)
+            if ticket is not None:
+                self.admission.upgraded(ticket)  # /health, /metrics: not a handshake
             return self._answer_http(connection, request.path)
         self._handshake_times[connection] = time.time()
         try:
             cp_id = cp_id_from_path(request.path, self.settings.path_prefix)
+            self._enter(connection)
             await self._admit(cp_id, connection, request)
         except HandshakeRefused as refusal:
+            ticket = self._tickets.pop(connection, None)
+            if ticket is not None:
+                self.admission.upgraded(ticket)  # refused: no longer a handshake in progress
             self.metrics.handshakes.labels(outcome=str(refusal.status.value)).inc()
             details = {"auth": refusal.detail} if isinstance(refusal, AuthRefused) else {}
             log.info(
@@ -172,15 +265,29 @@ class Gateway:
                 **details,
             )
             response = connection.respond(refusal.status, refusal.reason + "\n")
-            if refusal.status is HTTPStatus.SERVICE_UNAVAILABLE:
-                response.headers["Retry-After"] = "5"
+            seconds = refusal.retry_after
+            if seconds is None and refusal.status is HTTPStatus.SERVICE_UNAVAILABLE:
+                seconds = retry_after(1.0, self.settings.retry_after_max, random.uniform)
+            if seconds is not None:
+                response.headers["Retry-After"] = str(seconds)
             if isinstance(refusal, AuthRefused) and refusal.challenge is not None:
                 response.headers["WWW-Authenticate"] = refusal.challenge
             return response
         return None
 
-    async def _admit(self, cp_id: str, connection: ServerConnection, request: Request) -> None:
-        """Checks that refuse a charge point with an HTTP status, before the upgrade."""
+    def _accepted(self, *args: Any, **kwargs: Any) -> ServerConnection:
+        """Make the connection of a TCP connection just accepted: a handshake in progress."""
+        connection = ServerConnection(*args, **kwargs)
+        ticket = self.admission.accepted()
+        connection.connection_lost_waiter.add_done_callback(
+            lambda _: self.admission.release(ticket)
+        )
+        self._tickets[connection] = ticket
+        return connection
+
+    def _enter(self, connection: ServerConnection) -> Ticket | None:
+        """Hold the connection against the limit until its TCP connection is gone, or refuse
+        it (503) at once; before anything that waits (password, registry)."""
         if not self.ready:
             raise HandshakeRefused(
                 HTTPStatus.SERVICE_UNAVAILABLE,
@@ -188,10 +295,17 @@ class Gateway:
                 if not self._shutting_down
                 else "the gateway is shutting down; reconnect",
             )
-        if len(self.sessions) >= self.settings.max_connections:
-            raise HandshakeRefused(
-                HTTPStatus.SERVICE_UNAVAILABLE, "the gateway is at its connection limit"
-            )
+        ticket = self._tickets.get(connection)
+        if ticket is None:
+            return None
+        refusal = self.admission.admit(ticket)
+        if refusal is not None:
+            self.metrics.admissions_refused.labels(reason=refusal.value).inc()
+            raise HandshakeRefused(HTTPStatus.SERVICE_UNAVAILABLE, REFUSAL_REASONS[refusal])
+        return ticket
+
+    async def _admit(self, cp_id: str, connection: ServerConnection, request: Request) -> None:
+        """Checks that refuse a charge point with an HTTP status, before the upgrade."""
         if self.authenticator is not None:
             # Before the registry, so that ids cannot be probed without credentials. With
             # profile 3 the TLS handshake admits clients without a certificate (for /health and
@@ -200,6 +314,7 @@ class Gateway:
                 cp_id,
                 request.headers.get_all("Authorization"),
                 connection.transport.get_extra_info("peercert"),
+                _source_address(connection),
             )
         if self.settings.unknown_id_response is UnknownIdResponse.HTTP_404:
             close = await self._registry_refusal(cp_id)
@@ -251,6 +366,9 @@ class Gateway:
 
     async def _handle(self, connection: ServerConnection) -> None:
         assert connection.request is not None
+        ticket = self._tickets.pop(connection, None)
+        if ticket is not None:
+            self.admission.upgraded(ticket)
         cp_id = cp_id_from_path(connection.request.path, self.settings.path_prefix)
         subprotocol = connection.subprotocol
         refusal: Close | None
@@ -336,6 +454,11 @@ def _admin_server(
         return None
     api = AdminApi(settings.admin_token.get_secret_value(), sessions, gateway_id)
     return AdminServer(api, settings.admin_host, settings.admin_port)
+
+
+def _source_address(connection: ServerConnection) -> str | None:
+    address = connection.remote_address
+    return str(address[0]) if isinstance(address, tuple) and address else None
 
 
 def _json_response(

@@ -108,7 +108,20 @@ class Settings(BaseSettings):
     open_timeout: float = 10.0
     close_timeout: float = 5.0
     shutdown_timeout: float = 10.0
-    max_connections: int = Field(18000, description="beyond this, handshakes get HTTP 503")
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        description="beyond this, handshakes get HTTP 503; default: from the open-files limit",
+    )
+    max_handshakes: int = Field(
+        500, ge=1, description="handshakes in progress at once; beyond this, HTTP 503 at once"
+    )
+    retry_after_max: float = Field(
+        10.0, ge=1, description="a 503's Retry-After is drawn from 1 to this many seconds"
+    )
+    shutdown_spread: float = Field(
+        2.0, ge=0, description="seconds over which SIGTERM's 1012 closes are spread"
+    )
     listen_backlog: int = Field(
         4096, ge=1, description="pending TCP connections the kernel queues (capped by somaxconn)"
     )
@@ -131,6 +144,15 @@ class Settings(BaseSettings):
     password_file_poll_interval: float = Field(
         1.0, gt=0, description="seconds between checks of the password file for changes"
     )
+    auth_failures_per_id: int = Field(
+        5, ge=0, description="failed password checks per cpId per window before HTTP 429; 0: off"
+    )
+    auth_failures_per_address: int = Field(
+        50, ge=0, description="failed password checks per source address per window; 0: off"
+    )
+    auth_failure_window: float = Field(
+        60.0, gt=0, description="seconds in which the allowance of failures is restored"
+    )
 
     # Registry
     registry: RegistryBackend = RegistryBackend.FILE
@@ -140,6 +162,9 @@ class Settings(BaseSettings):
     registry_negative_ttl: float = 30.0
     registry_file_poll_interval: float = Field(
         1.0, gt=0, description="seconds between checks of the registry file for changes"
+    )
+    registry_timeout: float = Field(
+        3.0, gt=0, description="seconds a handshake waits for the registry before 1013/503"
     )
     registry_max_concurrency: int = Field(
         16, ge=1, description="aws-iot/dynamodb: registry calls in flight at once, at most"

@@ -154,6 +154,23 @@ def dial_error_cause(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+MAX_RETRY_AFTER = 3600.0
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The seconds a refusal's `Retry-After` header asks to wait (503 or 429), else None.
+
+    Only the delay-seconds form is read (what gateways send); an HTTP date or garbage is
+    ignored, and the value is capped at an hour so that a bad header cannot park a station.
+    """
+    if not isinstance(exc, InvalidStatus) or exc.response.status_code not in (429, 503):
+        return None
+    value = exc.response.headers.get("Retry-After", "").strip()
+    if not value.isdigit():
+        return None
+    return min(float(value), MAX_RETRY_AFTER)
+
+
 def close_cause(exc: ConnectionClosed) -> str:
     """`close_1008` when the peer sent a close frame, `close_1006` when the TCP link just died."""
     if exc.rcvd is not None:

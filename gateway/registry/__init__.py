@@ -85,6 +85,7 @@ class _AwsOptions(TypedDict):
     negative_ttl: float
     max_concurrency: int
     max_attempts: int
+    lookup_timeout: float
 
 
 def _aws_options(settings: Settings) -> _AwsOptions:
@@ -96,4 +97,5 @@ def _aws_options(settings: Settings) -> _AwsOptions:
         negative_ttl=settings.registry_negative_ttl,
         max_concurrency=settings.registry_max_concurrency,
         max_attempts=settings.registry_max_attempts,
+        lookup_timeout=settings.registry_timeout,
     )

@@ -144,6 +144,7 @@ class CachedAwsRegistry(Generic[ClientT]):
         negative_ttl: float = 30.0,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        lookup_timeout: float | None = None,
         client: ClientT | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -159,6 +160,7 @@ class CachedAwsRegistry(Generic[ClientT]):
             positive_ttl=positive_ttl,
             negative_ttl=negative_ttl,
             clock=clock,
+            lookup_timeout=lookup_timeout,
         )
         self._calls = AwsCalls(self.backend, max_concurrency, self.cache.stats)
 

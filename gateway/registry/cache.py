@@ -1,5 +1,6 @@
 """Remembered registry answers: separate lifetimes for "yes" and "no", one lookup in flight per
-key, and the last "yes" kept for when the backend fails.
+key, an expired "yes" served at once while it is refreshed, and a bound on how long a caller
+waits for the backend.
 
 `RegistryCache` does no I/O of its own: it is given the backend's lookup coroutine function and
 a clock, so any backend that asks a remote service can reuse it and tests can drive time.
@@ -31,7 +32,8 @@ class CacheStats:
     - `hits`: answers from an unexpired entry; `misses`: calls that needed the backend, either
       a lookup of their own or a share of one in flight (`shared`).
     - `lookups`: backend lookups made; `errors`: lookups that failed; `stale_answers`: "yes"
-      answers from an expired entry because the lookup failed.
+      answers from an expired entry (served while it is refreshed in the background);
+      `timeouts`: callers that stopped waiting for a lookup after the lookup timeout.
     - `throttles`: throttled responses the backend received, each retry included; counted by
       the backend (the cache cannot see them).
     """
@@ -43,6 +45,7 @@ class CacheStats:
     stale_answers: int = 0
     errors: int = 0
     throttles: int = 0
+    timeouts: int = 0
 
 
 class RegistryCache(Generic[K]):
@@ -50,9 +53,14 @@ class RegistryCache(Generic[K]):
 
     - A "yes" is trusted for `positive_ttl` seconds, a "no" for `negative_ttl` seconds.
     - Concurrent `is_registered(key)` calls for the same key share a single lookup.
-    - When a lookup raises, a key that was answered "yes" before (even long expired) is
-      answered "yes" again, and the failure is logged; any other key raises
-      `RegistryUnavailable`. Failures are not cached: the next call looks up again.
+    - A key whose "yes" has expired is answered "yes" at once, and looked up again in the
+      background: a known charge point never waits for a slow or hung backend. When that lookup
+      says "no", the next call gets "no"; when it fails, the failure is logged and the "yes"
+      stays (even long expired) for as long as the backend fails.
+    - Any other key waits for the lookup, at most `lookup_timeout` seconds (None: no bound),
+      then raises `RegistryUnavailable`; the lookup carries on and its answer is remembered. A
+      failed lookup raises `RegistryUnavailable` too. Failures are not cached: the next call
+      looks up again.
     - "No" answers are bounded to `max_negative_entries` (oldest dropped first), so a flood of
       unknown ids cannot grow memory without limit. "Yes" answers are bounded by the number of
       registered charge points.
@@ -66,7 +74,10 @@ class RegistryCache(Generic[K]):
         negative_ttl: float,
         clock: Callable[[], float] = time.monotonic,
         max_negative_entries: int = DEFAULT_MAX_NEGATIVE_ENTRIES,
+        lookup_timeout: float | None = None,
     ) -> None:
+        if lookup_timeout is not None and lookup_timeout <= 0:
+            raise ValueError(f"lookup_timeout must be > 0 seconds, got {lookup_timeout}")
         if positive_ttl < 0 or negative_ttl < 0:
             raise ValueError(
                 f"registry cache lifetimes must be >= 0 seconds, got positive_ttl={positive_ttl} "
@@ -79,6 +90,7 @@ class RegistryCache(Generic[K]):
         self._negative_ttl = negative_ttl
         self._clock = clock
         self._max_negative_entries = max_negative_entries
+        self._lookup_timeout = lookup_timeout
         # key -> time the answer expires. Expired "yes" entries are kept: they are what makes
         # stale answers possible during an outage. "No" entries are in insertion order, which is
         # also expiry order because they all share one lifetime.
@@ -101,9 +113,20 @@ class RegistryCache(Generic[K]):
             task.add_done_callback(lambda done: self._lookup_done(key, done))
         else:
             self.stats.shared += 1
-        # Shielded: a caller that gives up (handshake timeout) must not cancel the lookup that
-        # other callers of the same key are waiting for.
-        return await asyncio.shield(task)
+        if self.was_registered(key):
+            self.stats.stale_answers += 1  # the lookup refreshes the entry in the background
+            return True
+        # Shielded: a caller that gives up (handshake timeout, lookup timeout) must not cancel
+        # the lookup that other callers of the same key are waiting for.
+        if self._lookup_timeout is None:
+            return await asyncio.shield(task)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self._lookup_timeout)
+        except TimeoutError:
+            self.stats.timeouts += 1
+            raise RegistryUnavailable(
+                f"the registry did not answer for {key} within {self._lookup_timeout:g} s"
+            ) from None
 
     def cached_answer(self, key: K) -> bool | None:
         """The unexpired answer for `key`, or None when a lookup is needed."""
@@ -116,6 +139,16 @@ class RegistryCache(Generic[K]):
         if unknown_until is not None and now < unknown_until:
             return False
         return None
+
+    def looking_up(self, key: K) -> bool:
+        """Whether a lookup of `key` is under way (a background refresh included)."""
+        return key in self._in_flight
+
+    async def lookup_done(self, key: K) -> None:
+        """Wait for the lookup of `key` under way, if any, whatever its outcome."""
+        task = self._in_flight.get(key)
+        if task is not None:
+            await asyncio.wait([task])
 
     def was_registered(self, key: K) -> bool:
         """Whether `key` was answered "yes" at some point and not "no" since."""
@@ -153,7 +186,6 @@ class RegistryCache(Generic[K]):
         except Exception as exc:
             self.stats.errors += 1
             if self.was_registered(key):
-                self.stats.stale_answers += 1
                 log.warning("registry.stale_answer", cp_id=str(key), answer=True, error=str(exc))
                 return True
             if isinstance(exc, RegistryUnavailable):

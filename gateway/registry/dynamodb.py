@@ -60,6 +60,7 @@ class DynamoDbRegistry(CachedAwsRegistry["DynamoDBClient"]):
         negative_ttl: float = 30.0,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        lookup_timeout: float | None = None,
         client: DynamoDBClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -70,6 +71,7 @@ class DynamoDbRegistry(CachedAwsRegistry["DynamoDBClient"]):
             negative_ttl=negative_ttl,
             max_concurrency=max_concurrency,
             max_attempts=max_attempts,
+            lookup_timeout=lookup_timeout,
             client=client,
             clock=clock,
         )

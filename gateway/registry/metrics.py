@@ -3,7 +3,7 @@
     metrics.registry.register(RegistryCacheCollector(registry))
 
 exports `ocpp_gateway_registry_cache_{hits,misses,lookups,shared,throttles,stale_answers,
-errors}_total` for a registry with `stats` (aws-iot, dynamodb), and nothing for the others.
+errors,timeouts}_total` for a registry with `stats` (aws-iot, dynamodb), and nothing for the others.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ _COUNTERS = {
     "lookups": "Lookups made by the registry backend (DescribeThing, GetItem)",
     "shared": "Registry questions answered by a lookup already in flight for the same id",
     "throttles": "Throttled responses the registry backend received, each retry included",
-    "stale_answers": "Registered answers from an expired entry because the lookup failed",
+    "stale_answers": "Registered answers from an expired entry, served while it is refreshed",
     "errors": "Registry lookups that failed (after the client's own retries)",
+    "timeouts": "Handshakes that stopped waiting for a lookup after GATEWAY_REGISTRY_TIMEOUT",
 }
 
 

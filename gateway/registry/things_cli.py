@@ -7,7 +7,9 @@
     ocpp-things password --remove CP1 remove it
 
 The password is asked twice on a terminal, else read as one line from standard input; it is
-never taken from the command line. It is stored hashed (salted scrypt) in the password file:
+never taken from the command line. It must have at least 16 characters (OCPP 2.0.1's
+`BasicAuthPassword` has 16 to 40), unless `--force` is given; it is stored hashed (salted SHA-256,
+or salted scrypt for a shorter one) in the password file:
 `--password-file PATH`, else `GATEWAY_PASSWORD_FILE`. A running gateway picks the change up
 within a second.
 
@@ -44,6 +46,7 @@ from gateway.registry.things_file import (
     write_atomically,
 )
 from gateway.security import (
+    MIN_FAST_LENGTH,
     hash_password,
     remove_password_line,
     set_password_line,
@@ -149,6 +152,11 @@ def _parser() -> argparse.ArgumentParser:
     password.add_argument("cp_id", metavar="CP_ID")
     password.add_argument("--remove", action="store_true", help="remove the password instead")
     password.add_argument(
+        "--force",
+        action="store_true",
+        help=f"accept a password shorter than {MIN_FAST_LENGTH} characters (hashed with scrypt)",
+    )
+    password.add_argument(
         "--password-file",
         type=Path,
         default=None,
@@ -215,7 +223,7 @@ def _password_command(args: argparse.Namespace) -> int:
             raise UsageError("no password file: pass --password-file or set GATEWAY_PASSWORD_FILE")
         if args.remove:
             return _remove_password(path, args.cp_id)
-        return _set_password(path, args.cp_id)
+        return _set_password(path, args.cp_id, force=args.force)
     except UsageError as exc:
         _say(f"{exc}; nothing was changed")
         return EXIT_USAGE
@@ -224,7 +232,7 @@ def _password_command(args: argparse.Namespace) -> int:
         return EXIT_IO_ERROR
 
 
-def _set_password(path: Path, cp_id: str) -> int:
+def _set_password(path: Path, cp_id: str, *, force: bool = False) -> int:
     if not is_valid_cp_id(cp_id):
         raise UsageError(f"invalid charge point id {cp_id!r}: {describe_invalid_cp_id(cp_id)}")
     directory = path.resolve().parent
@@ -232,6 +240,11 @@ def _set_password(path: Path, cp_id: str) -> int:
         raise FileNotFoundError(f"the directory {directory} does not exist")
     text = read_things(path)  # fails before the prompt if the file cannot be read
     password = _read_password(cp_id)
+    if len(password) < MIN_FAST_LENGTH and not force:
+        raise UsageError(
+            f"the password has {len(password)} characters; OCPP 2.0.1 passwords have "
+            f"{MIN_FAST_LENGTH} to 40: use a longer one, or pass --force to store it anyway"
+        )
     if not path.exists():
         # A new file is readable by its owner only; an existing one keeps its permissions.
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

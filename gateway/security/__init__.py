@@ -2,8 +2,10 @@
 
 - Profile 0: no authentication (the default).
 - Profiles 1 and 2: HTTP Basic auth, user = cpId, over `ws://` (1) or `wss://` (2). Passwords are
-  kept as salted scrypt hashes in a password file of `cpId:<hash>` lines; a wrong or missing
-  password gets HTTP 401 with `WWW-Authenticate: Basic realm="OCPP"`.
+  kept as salted hashes (SHA-256 for passwords of 16 characters or more, scrypt for shorter
+  ones) in a password file of `cpId:<hash>` lines; a wrong or missing password gets HTTP 401
+  with `WWW-Authenticate: Basic realm="OCPP"`, and too many wrong ones per id or per source
+  address get HTTP 429 with `Retry-After`.
 - Profile 3: `wss://` with a client certificate signed by the configured CA (checked by TLS: one
   that does not verify fails the handshake) whose subject CN is the cpId (checked here). No
   certificate gets HTTP 401, so that health checks without one still reach /health and /metrics;
@@ -26,7 +28,7 @@ Passwords and the `Authorization` header are never logged.
 
 from __future__ import annotations
 
-from gateway.security.authenticator import CpAuthenticator, build_authenticator
+from gateway.security.authenticator import AuthStatsCollector, CpAuthenticator, build_authenticator
 from gateway.security.basic_auth import CHALLENGE, REALM, basic_password, wrong_password
 from gateway.security.certificates import (
     build_server_ssl_context,
@@ -36,10 +38,13 @@ from gateway.security.certificates import (
 from gateway.security.errors import AuthRefused, SecurityMisconfigured
 from gateway.security.password_file import PasswordFile
 from gateway.security.passwords import (
+    MIN_FAST_LENGTH,
     PASSWORD_FILE_HEADER,
     ParsedPasswords,
     PasswordHash,
     PasswordStore,
+    ScryptHash,
+    Sha256Hash,
     VerifiedPasswords,
     hash_password,
     parse_password_file,
@@ -50,15 +55,19 @@ from gateway.security.passwords import (
 
 __all__ = [
     "CHALLENGE",
+    "MIN_FAST_LENGTH",
     "PASSWORD_FILE_HEADER",
     "REALM",
     "AuthRefused",
+    "AuthStatsCollector",
     "CpAuthenticator",
     "ParsedPasswords",
     "PasswordFile",
     "PasswordHash",
     "PasswordStore",
+    "ScryptHash",
     "SecurityMisconfigured",
+    "Sha256Hash",
     "VerifiedPasswords",
     "basic_password",
     "build_authenticator",

@@ -67,3 +67,16 @@ def wrong_password(cp_id: str, stored: bool) -> AuthRefused:
         f"wrong password for charge point {cp_id}",
         "wrong password" if stored else "no password stored for this charge point",
     )
+
+
+def too_many_failures(cp_id: str, by: str, retry_after: int) -> AuthRefused:
+    """HTTP 429: too many failed password checks for this id (`by="id"`) or from this address
+    (`by="address"`); no password is checked until `retry_after` seconds have passed."""
+    return AuthRefused(
+        HTTPStatus.TOO_MANY_REQUESTS,
+        f"too many failed password checks for charge point {cp_id}; retry in {retry_after} s"
+        if by == "id"
+        else f"too many failed password checks from this address; retry in {retry_after} s",
+        detail=f"rate limited by {by}",
+        retry_after=retry_after,
+    )

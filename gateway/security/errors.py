@@ -16,9 +16,15 @@ class AuthRefused(HandshakeRefused):
     """
 
     def __init__(
-        self, status: HTTPStatus, reason: str, *, detail: str, challenge: str | None = None
+        self,
+        status: HTTPStatus,
+        reason: str,
+        *,
+        detail: str,
+        challenge: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
-        super().__init__(status, reason)
+        super().__init__(status, reason, retry_after=retry_after)
         self.detail = detail
         self.challenge = challenge
 

@@ -1,4 +1,15 @@
-"""Password hashes (scrypt), their check and the password file's text format. Pure: no I/O."""
+"""Password hashes, their check and the password file's text format. Pure: no I/O.
+
+Two schemes, both salted, both self-describing in the file:
+
+- `$sha256$<salt>$<key>`: SHA-256 of salt and password, for passwords of `MIN_FAST_LENGTH` (16)
+  characters or more. OCPP 2.0.1's `BasicAuthPassword` is 16 to 40 random characters: too much
+  entropy to guess, so a slow hash buys nothing and a fast one costs microseconds per check
+  (EMQX's built-in authentication also defaults to salted SHA-256). The gateway checks these on
+  its event loop, so a flood of wrong passwords cannot queue up legitimate charge points.
+- `$scrypt$ln=<n>,r=<r>,p=<p>$<salt>$<key>`: a slow KDF for shorter passwords (`ocpp-things
+  password --force`, OCPP 1.6 keys), about 50 ms per check, run on a thread pool.
+"""
 
 from __future__ import annotations
 
@@ -9,31 +20,89 @@ import hashlib
 import hmac
 import re
 import secrets
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from gateway.registry.ids import describe_invalid_cp_id, is_valid_cp_id
 from gateway.registry.things_file import LineProblem
 
 # -- password hashes ----------------------------------------------------------------------
 
-SCHEME = "scrypt"
+MIN_FAST_LENGTH = 16  # OCPP 2.0.1's BasicAuthPassword: 16 to 40 characters
 DEFAULT_LOG2_N = 14  # N = 16384, r = 8: 16 MiB and about 50 ms per check on one core
 DEFAULT_R = 8
 DEFAULT_P = 1
 SALT_BYTES = 16
 KEY_BYTES = 32
 MAX_MEMORY = 256 * 1024 * 1024  # a hash asking for more is refused when the file is read
-_ENCODED = re.compile(
+_SCRYPT = re.compile(
     r"\$scrypt\$ln=(\d{1,2}),r=(\d{1,3}),p=(\d{1,2})\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)"
 )
+_SHA256 = re.compile(r"\$sha256\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)")
+_FORMS = "$sha256$<salt>$<key> or $scrypt$ln=<n>,r=<r>,p=<p>$<salt>$<key>"
+
+
+class PasswordHash(ABC):
+    """A stored password hash: `Sha256Hash` or `ScryptHash`."""
+
+    slow: ClassVar[bool]
+    """Whether a check costs enough CPU to belong on a thread pool rather than the event loop."""
+
+    salt: bytes
+    key: bytes
+
+    @staticmethod
+    def parse(encoded: str) -> PasswordHash:
+        """Raises ValueError saying what is wrong (never showing the text)."""
+        if encoded.startswith("$sha256$"):
+            return Sha256Hash.parse(encoded)
+        if encoded.startswith("$scrypt$"):
+            return ScryptHash.parse(encoded)
+        raise ValueError(f"not a password hash of the form {_FORMS}")
+
+    @abstractmethod
+    def encode(self) -> str: ...
+
+    @abstractmethod
+    def derive(self, password: bytes) -> bytes: ...
+
+    def verify(self, password: bytes) -> bool:
+        """True when `password` hashes to this key; compared in constant time."""
+        return hmac.compare_digest(self.derive(password), self.key)
 
 
 @dataclass(frozen=True)
-class PasswordHash:
+class Sha256Hash(PasswordHash):
+    """SHA-256 of salt + password, written `$sha256$<salt>$<key>` (base64, unpadded)."""
+
+    slow: ClassVar[bool] = False
+    salt: bytes = field(repr=False)
+    key: bytes = field(repr=False)
+
+    @classmethod
+    def parse(cls, encoded: str) -> Sha256Hash:
+        found = _SHA256.fullmatch(encoded)
+        if found is None:
+            raise ValueError(f"not a password hash of the form {_FORMS}")
+        salt, key = _unbase64(found[1]), _unbase64(found[2])
+        if salt is None or key is None or len(salt) < 8 or len(key) != KEY_BYTES:
+            raise ValueError("the salt or key is not base64 of at least 8 and exactly 32 bytes")
+        return cls(salt, key)
+
+    def encode(self) -> str:
+        return f"$sha256${_base64(self.salt)}${_base64(self.key)}"
+
+    def derive(self, password: bytes) -> bytes:
+        return hashlib.sha256(self.salt + password).digest()
+
+
+@dataclass(frozen=True)
+class ScryptHash(PasswordHash):
     """A salted scrypt hash, written `$scrypt$ln=14,r=8,p=1$<salt>$<key>` (base64, unpadded)."""
 
+    slow: ClassVar[bool] = True
     log2_n: int
     r: int
     p: int
@@ -41,13 +110,10 @@ class PasswordHash:
     key: bytes = field(repr=False)
 
     @classmethod
-    def parse(cls, encoded: str) -> PasswordHash:
-        """Raises ValueError saying what is wrong (never showing the text)."""
-        found = _ENCODED.fullmatch(encoded)
+    def parse(cls, encoded: str) -> ScryptHash:
+        found = _SCRYPT.fullmatch(encoded)
         if found is None:
-            raise ValueError(
-                "not a password hash of the form $scrypt$ln=<n>,r=<r>,p=<p>$<salt>$<key>"
-            )
+            raise ValueError(f"not a password hash of the form {_FORMS}")
         log2_n, r, p = (int(found[index]) for index in (1, 2, 3))
         if not (1 <= log2_n <= 24 and 1 <= r <= 64 and 1 <= p <= 16):
             raise ValueError("scrypt parameters out of range (ln 1-24, r 1-64, p 1-16)")
@@ -60,7 +126,7 @@ class PasswordHash:
 
     def encode(self) -> str:
         return (
-            f"${SCHEME}$ln={self.log2_n},r={self.r},p={self.p}"
+            f"$scrypt$ln={self.log2_n},r={self.r},p={self.p}"
             f"${_base64(self.salt)}${_base64(self.key)}"
         )
 
@@ -75,9 +141,10 @@ class PasswordHash:
             dklen=len(self.key),
         )
 
-    def verify(self, password: bytes) -> bool:
-        """True when `password` hashes to this key; compared in constant time. CPU-bound."""
-        return hmac.compare_digest(self.derive(password), self.key)
+
+def uses_fast_hash(password: bytes) -> bool:
+    """Whether `password` is long enough to be stored with the fast scheme."""
+    return len(password) >= MIN_FAST_LENGTH
 
 
 def hash_password(
@@ -87,20 +154,36 @@ def hash_password(
     r: int = DEFAULT_R,
     p: int = DEFAULT_P,
     salt: bytes | None = None,
+    slow: bool | None = None,
 ) -> PasswordHash:
-    """A new hash of `password` with a random salt (unless one is given, for tests)."""
+    """A new hash of `password` with a random salt (unless one is given, for tests).
+
+    Salted SHA-256 for passwords of `MIN_FAST_LENGTH` characters or more, scrypt (with the given
+    cost) for shorter ones; `slow` chooses explicitly.
+    """
     salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
-    unkeyed = PasswordHash(log2_n, r, p, salt, b"\0" * KEY_BYTES)
-    return PasswordHash(log2_n, r, p, salt, unkeyed.derive(password))
+    if slow is None:
+        slow = not uses_fast_hash(password)
+    if not slow:
+        return Sha256Hash(salt, hashlib.sha256(salt + password).digest())
+    unkeyed = ScryptHash(log2_n, r, p, salt, b"\0" * KEY_BYTES)
+    return ScryptHash(log2_n, r, p, salt, unkeyed.derive(password))
 
 
 @functools.cache
 def _decoy() -> PasswordHash:
-    """Checked for ids without a password, so that they take as long as a wrong password."""
-    return hash_password(b"", salt=b"\0" * SALT_BYTES)
+    return hash_password(b"", salt=b"\0" * SALT_BYTES, slow=False)
 
 
 def verify_or_decoy(stored: PasswordHash | None, password: bytes) -> bool:
+    """Checks ids without a password against a decoy, so that they take as long as a wrong
+    password for an id with one.
+
+    The decoy uses the fast scheme, the one `ocpp-things password` stores by default: ids
+    without a password must never cost a slow check, or anyone could make the gateway run
+    scrypt for made-up ids. An id with a (short, forced) scrypt password answers more slowly,
+    which tells an observer only that it has such a password.
+    """
     if stored is None:
         _decoy().verify(password)
         return False

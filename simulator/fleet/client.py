@@ -20,7 +20,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from simulator.backoff import ReconnectDelays
-from simulator.dial import basic_auth_header, close_cause, dial_error_cause, station_url
+from simulator.dial import (
+    basic_auth_header,
+    close_cause,
+    dial_error_cause,
+    retry_after,
+    station_url,
+)
 from simulator.fleet.options import FleetPlan
 from simulator.fleet.stats import FleetStats
 
@@ -51,7 +57,15 @@ class FleetContext:
 
 
 class ChargePoint:
-    __slots__ = ("boot_accepted", "connected_before", "cp_id", "fleet", "interval", "next_id")
+    __slots__ = (
+        "boot_accepted",
+        "connected_before",
+        "cp_id",
+        "fleet",
+        "interval",
+        "next_id",
+        "retry_after",
+    )
 
     def __init__(self, cp_id: str, fleet: FleetContext) -> None:
         self.cp_id = cp_id
@@ -60,6 +74,8 @@ class ChargePoint:
         self.connected_before = False
         self.interval = BOOT_RETRY_DEFAULT
         self.next_id = 0
+        self.retry_after: float | None = None
+        """Seconds the gateway's last refusal asked to wait (`Retry-After`), if it did."""
 
     async def run(self) -> None:
         """Connect, converse, and reconnect with the OCPP back-off if asked to."""
@@ -76,7 +92,10 @@ class ChargePoint:
                 return
             if answered:
                 delays.reset()
-            await asyncio.sleep(delays.next_delay())
+            # The gateway's Retry-After, when it sent one, instead of the back-off.
+            delay = delays.next_delay() if self.retry_after is None else self.retry_after
+            self.retry_after = None
+            await asyncio.sleep(delay)
 
     async def connect_once(self) -> tuple[bool, bool]:
         """One connection's life: (all calls done, the CSMS answered something)."""
@@ -95,6 +114,7 @@ class ChargePoint:
                 answered = True
         except (OSError, TimeoutError, WebSocketException, CallFailed) as exc:
             cause = exc.cause if isinstance(exc, CallFailed) else dial_error_cause(exc)
+            self.retry_after = retry_after(exc)
             stats.dial_failed(cause)
             fleet.on_first_error("connect", cause, exc)
             if connection is not None:

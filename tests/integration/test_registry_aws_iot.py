@@ -5,6 +5,7 @@ The outage is real: the emulator process is stopped, so boto3 meets a refused co
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tests.support.gateway import running_gateway, ws_url
 from tests.support.mosquitto import MosquittoProcess
 from tests.support.mqtt import MqttPeer
 from tests.support.ports import free_port
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -161,3 +163,35 @@ async def test_a_thing_deleted_while_its_cp_is_connected_is_closed_by_revalidati
             1008,
             "Charge Point CP1 not registered as an IoT Thing",
         )
+
+
+async def test_a_hung_registry_serves_known_ids_at_once_and_bounds_unknown_ones(
+    broker: MosquittoProcess, moto_server: MotoServer, csms: MqttPeer
+) -> None:
+    create_thing(moto_server, "CP1")
+    async with running_gateway(
+        broker.url,
+        registry="aws-iot",
+        aws_region=REGION,
+        aws_endpoint_url=moto_server.url,
+        registry_positive_ttl=0.2,
+        registry_timeout=1.0,
+        registry_events_topic="",
+        registry_revalidate_interval=0,
+    ) as gateway:
+        registry = gateway.registry
+        assert isinstance(registry, AwsIotRegistry)
+        await assert_bridged(ws_url(gateway, "CP1"), "CP1", csms)
+        moto_server.process.send_signal(signal.SIGSTOP)  # accepts connections, never answers
+        try:
+            await until(lambda: registry.cache.cached_answer("CP1") is None, what="expiry")
+            await assert_bridged(ws_url(gateway, "CP1"), "CP1", csms)
+            # Admitted while the refresh still waits for the hung registry: not after it.
+            assert registry.cache.looking_up("CP1")
+            assert (registry.stats.stale_answers, registry.stats.errors) == (1, 0)
+            code, reason = await refusal(ws_url(gateway, "CP9"))
+            assert code == 1013
+            assert reason is not None and "retry later" in reason
+            assert registry.stats.timeouts == 1
+        finally:
+            moto_server.process.send_signal(signal.SIGCONT)

@@ -135,6 +135,7 @@ async def test_throttling_past_the_last_attempt_answers_known_ids_only(
     clock.advance(3600)  # expired: the registry must ask again
     proxy.throttle(4)  # two lookups, two attempts each
     assert await aws_registry.is_registered("CP-T1")  # stale "yes" for a known id
+    await aws_registry.cache.lookup_done("CP-T1")  # its refresh, in the background
     with pytest.raises(RegistryUnavailable, match=backend.throttling_code):
         await aws_registry.is_registered("CP-T2")
     stats = aws_registry.stats

@@ -177,8 +177,8 @@ async def test_password_changes_apply_without_a_restart(
         except InvalidStatus as exc:
             return exc.response.status_code
 
-    ocpp_things_password("CP1", stdin="first password\n")
-    assert "first password" not in path.read_text()
+    ocpp_things_password("CP1", stdin="the first password\n")
+    assert "the first password" not in path.read_text()
     async with running_gateway(
         broker.url, security_profile=1, password_file=path, password_file_poll_interval=0.05
     ) as gw:
@@ -190,12 +190,12 @@ async def test_password_changes_apply_without_a_restart(
             ocpp_things_password(*arguments, stdin=stdin)
             await until(lambda: passwords.hash_for("CP1") != before, what="the file reloaded")
 
-        assert await status("first password") == 101
-        await changed_to("CP1", stdin="second password\n")
-        assert await status("first password") == 401
-        assert await status("second password") == 101
+        assert await status("the first password") == 101
+        await changed_to("CP1", stdin="the second password\n")
+        assert await status("the first password") == 401
+        assert await status("the second password") == 101
         await changed_to("--remove", "CP1")
-        assert await status("second password") == 401
+        assert await status("the second password") == 401
 
 
 async def test_profile_2_serves_wss_with_basic_auth_and_http_over_tls(

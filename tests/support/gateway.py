@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -63,8 +64,10 @@ class PortTaken(Exception):
 class GatewayProcess:
     """`python -m gateway` in a subprocess, configured through its environment."""
 
-    def __init__(self, broker_url: str, **env: str) -> None:
+    def __init__(self, broker_url: str, *, open_files: int | None = None, **env: str) -> None:
+        """`open_files` lowers the process's RLIMIT_NOFILE (soft and hard) when given."""
         self.port = free_port()
+        self.open_files = open_files
         self.log_path = Path(tempfile.mkstemp(prefix="gateway-", suffix=".log")[1])
         self.env = {
             **os.environ,
@@ -105,6 +108,7 @@ class GatewayProcess:
             cwd=REPO_ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=self._limit_open_files if self.open_files is not None else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -116,6 +120,14 @@ class GatewayProcess:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"the gateway did not become ready in {timeout}s:\n{self.log()}")
+
+    def _limit_open_files(self) -> None:
+        assert self.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            return str(r.read().decode())
 
     def health(self) -> tuple[int, dict[str, Any]]:
         try:

@@ -30,6 +30,12 @@ class Backend:
         return cp_id in self.registered
 
 
+async def settle() -> None:
+    """Let background lookups (and their done callbacks) run."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
 def make_cache(
     backend: Backend, clock: FakeClock, *, max_negative_entries: int = 1000
 ) -> RegistryCache[str]:
@@ -51,8 +57,47 @@ async def test_registered_answer_is_reused_until_the_positive_ttl_expires() -> N
     assert await cache.is_registered("CP1")
     assert backend.calls == ["CP1"]
     clock.advance(0.1)
-    assert not await cache.is_registered("CP1")
+    assert await cache.is_registered("CP1")  # expired: served at once, refreshed meanwhile
+    await settle()
     assert backend.calls == ["CP1", "CP1"]
+    assert not await cache.is_registered("CP1")  # the refresh said "no"
+    assert cache.stats.stale_answers == 1
+
+
+async def test_an_expired_registered_id_is_answered_while_a_hung_backend_is_refreshing() -> None:
+    backend, clock = Backend("CP1"), FakeClock()
+    cache = make_cache(backend, clock)
+    assert await cache.is_registered("CP1")
+    backend.gate = asyncio.Event()  # the backend hangs from now on
+    clock.advance(301)
+    answers = [await cache.is_registered("CP1") for _ in range(3)]
+    assert answers == [True, True, True]
+    await settle()
+    assert backend.calls == ["CP1", "CP1"]  # one refresh in flight, shared
+    assert (cache.stats.stale_answers, cache.stats.shared) == (3, 2)
+    backend.gate.set()
+    await settle()
+    assert cache.cached_answer("CP1") is True  # refreshed: a fresh entry again
+
+
+async def test_an_unknown_id_waits_at_most_the_lookup_timeout() -> None:
+    backend, clock = Backend("CP1"), FakeClock()
+    backend.gate = asyncio.Event()
+    cache: RegistryCache[str] = RegistryCache(
+        backend.lookup, positive_ttl=300.0, negative_ttl=30.0, clock=clock, lookup_timeout=0.01
+    )
+    with pytest.raises(RegistryUnavailable, match=r"did not answer for CP1 within 0.01 s"):
+        await cache.is_registered("CP1")
+    assert cache.stats.timeouts == 1
+    backend.gate.set()  # the lookup carried on; its answer is kept for the next caller
+    await settle()
+    assert cache.cached_answer("CP1") is True
+    assert backend.calls == ["CP1"]
+
+
+def test_a_lookup_timeout_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="lookup_timeout must be > 0"):
+        RegistryCache(Backend().lookup, positive_ttl=1, negative_ttl=1, lookup_timeout=0)
 
 
 async def test_unknown_answer_is_reused_until_the_negative_ttl_expires() -> None:
@@ -106,10 +151,12 @@ async def test_known_id_is_answered_from_the_stale_entry_while_the_backend_fails
     backend.error = ConnectionError("control plane unreachable")
     with capture_logs() as logs:
         assert await cache.is_registered("CP1")
+        await settle()
         assert await cache.is_registered("CP1")
+        await settle()
     # Failures are not cached: each call tried the backend again.
     assert backend.calls == ["CP1", "CP1", "CP1"]
-    assert cache.stats.stale_answers == 2
+    assert (cache.stats.stale_answers, cache.stats.errors) == (2, 2)
     stale = [entry for entry in logs if entry["event"] == "registry.stale_answer"]
     assert stale[0]["cp_id"] == "CP1"
     assert "control plane unreachable" in stale[0]["error"]
@@ -134,6 +181,8 @@ async def test_an_id_answered_unknown_after_being_registered_gets_no_stale_answe
     assert await cache.is_registered("CP1")
     backend.registered.clear()
     clock.advance(301)
+    assert await cache.is_registered("CP1")  # stale, while the refresh finds it gone
+    await settle()
     assert not await cache.is_registered("CP1")
     clock.advance(31)
     backend.error = ConnectionError("down")

@@ -127,6 +127,8 @@ async def test_a_removed_item_is_refused_once_the_positive_ttl_expires(
     aws.delete_item(TableName=TABLE, Key={KEY_ATTRIBUTE: {"S": "CP1"}})
     assert await registry.is_registered("CP1")  # cached
     clock.advance(301)
+    assert await registry.is_registered("CP1")  # expired: served while it is refreshed
+    await registry.cache.lookup_done("CP1")
     assert not await registry.is_registered("CP1")
 
 

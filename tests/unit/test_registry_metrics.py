@@ -38,6 +38,7 @@ def test_every_counter_is_exported_with_its_current_value() -> None:
         "ocpp_gateway_registry_cache_throttles_total": 2.0,
         "ocpp_gateway_registry_cache_stale_answers_total": 1.0,
         "ocpp_gateway_registry_cache_errors_total": 0.0,
+        "ocpp_gateway_registry_cache_timeouts_total": 0.0,
     }
     registry.stats.hits += 1
     assert exported(metrics)["ocpp_gateway_registry_cache_hits_total"] == 8.0  # read at scrape

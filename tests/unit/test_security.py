@@ -15,6 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from pydantic import ValidationError
 
+from gateway.admission import FailureLimiter
+from gateway.handshake import HandshakeRefused
 from gateway.registry import things_cli
 from gateway.security import (
     CHALLENGE,
@@ -23,7 +25,9 @@ from gateway.security import (
     CpAuthenticator,
     PasswordFile,
     PasswordHash,
+    ScryptHash,
     SecurityMisconfigured,
+    Sha256Hash,
     VerifiedPasswords,
     basic_password,
     build_authenticator,
@@ -36,7 +40,9 @@ from gateway.security import (
     set_password_line,
     verify_or_decoy,
 )
+from gateway.security.authenticator import SLOW_CHECKS_PER_WORKER
 from gateway.settings import SecurityProfile, Settings
+from tests.support.clock import FakeClock
 from tests.support.tls import Pki, make_pki
 
 CHEAP = {"log2_n": 4, "r": 1, "p": 1}  # fast hashes for tests; the format is the same
@@ -133,6 +139,28 @@ def test_default_cost() -> None:
     assert stored.encode().startswith("$scrypt$ln=14,r=8,p=1$")
 
 
+def test_passwords_of_16_characters_or_more_get_the_fast_salted_sha256() -> None:
+    password = b"0123456789abcdef"
+    stored = hash_password(password, salt=b"0123456789abcdef")
+    assert isinstance(stored, Sha256Hash) and not stored.slow
+    encoded = stored.encode()
+    assert encoded.startswith("$sha256$MDEyMzQ1Njc4OWFiY2RlZg$")
+    assert PasswordHash.parse(encoded) == stored
+    assert stored.verify(password) and not stored.verify(password[:-1])
+    assert isinstance(hash_password(password[:-1]), ScryptHash)  # 15: scrypt
+    assert isinstance(hash_password(b"x", slow=False), Sha256Hash)  # chosen explicitly
+
+
+def test_a_file_mixing_both_schemes_verifies_each() -> None:
+    long, short = b"a long random password", b"short"
+    text = set_password_line("", "CP1", hash_password(long))
+    text = set_password_line(text, "CP2", hash_password(short, **CHEAP))
+    parsed = parse_password_file(text)
+    assert not parsed.problems
+    assert parsed.hashes["CP1"].verify(long) and parsed.hashes["CP2"].verify(short)
+    assert (parsed.hashes["CP1"].slow, parsed.hashes["CP2"].slow) == (False, True)
+
+
 @pytest.mark.parametrize(
     ("encoded", "problem"),
     [
@@ -145,6 +173,9 @@ def test_default_cost() -> None:
         ("$scrypt$ln=14,r=8,p=1$c2FsdA$a2V5a2V5a2V5a2V5a2V5a2V5", "at least 8 and 16 bytes"),
         ("$scrypt$ln=14,r=8,p=1$c2FsdHNhbHQ$a2V5", "at least 8 and 16 bytes"),
         ("$scrypt$ln=14,r=8,p=1$c$a2V5a2V5a2V5a2V5a2V5a2V5", "at least 8 and 16 bytes"),
+        ("$sha256$c2FsdHNhbHQ", "not a password hash"),
+        ("$sha256$c2FsdHNhbHQ$a2V5a2V5a2V5a2V5a2V5a2V5", "exactly 32 bytes"),
+        ("$sha256$c2FsdA$" + "A" * 43, "at least 8 and exactly 32 bytes"),
     ],
 )
 def test_bad_hashes_are_refused_with_the_reason(encoded: str, problem: str) -> None:
@@ -545,7 +576,7 @@ def test_password_command_sets_a_hash_read_from_stdin(
 ) -> None:
     code, out, err = ocpp_things(
         monkeypatch, capsys, "password", "CP1", "--password-file", str(password_path),
-        stdin="s3cret: with spaces \r\n",
+        stdin="s3cret: with spaces and more \r\n",
     )  # fmt: skip
     assert (code, out) == (0, "")
     assert err == f"ocpp-things: the password of CP1 is set in {password_path}\n"
@@ -553,16 +584,31 @@ def test_password_command_sets_a_hash_read_from_stdin(
     assert "s3cret" not in text
     assert password_path.stat().st_mode & 0o777 == 0o600
     stored = parse_password_file(text).hashes["CP1"]
-    assert stored.verify(b"s3cret: with spaces ")
-    assert stored.encode().startswith("$scrypt$ln=14,r=8,p=1$")
+    assert stored.verify(b"s3cret: with spaces and more ")
+    assert stored.encode().startswith("$sha256$")
+
+
+def test_password_command_refuses_a_short_password_unless_forced(
+    password_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["password", "CP1", "--password-file", str(password_path)]
+    code, _, err = ocpp_things(monkeypatch, capsys, *argv, stdin="fifteen-chars!!\n")
+    assert code == 2
+    assert "the password has 15 characters; OCPP 2.0.1 passwords have 16 to 40" in err
+    assert "--force" in err and not password_path.exists()
+    code, _, _ = ocpp_things(monkeypatch, capsys, *argv, "--force", stdin="short\n")
+    assert code == 0
+    stored = parse_password_file(password_path.read_text()).hashes["CP1"]
+    assert stored.verify(b"short") and stored.encode().startswith("$scrypt$ln=14,r=8,p=1$")
 
 
 def test_password_command_uses_the_gateway_setting_and_removes(
     password_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("GATEWAY_PASSWORD_FILE", str(password_path))
-    assert ocpp_things(monkeypatch, capsys, "password", "CP1", stdin="one\n")[0] == 0
-    assert ocpp_things(monkeypatch, capsys, "password", "CP2", stdin="two\n")[0] == 0
+    for cp_id in ("CP1", "CP2"):
+        password = f"{cp_id} has a long password\n"
+        assert ocpp_things(monkeypatch, capsys, "password", cp_id, stdin=password)[0] == 0
     assert set(parse_password_file(password_path.read_text()).hashes) == {"CP1", "CP2"}
     code, _, err = ocpp_things(monkeypatch, capsys, "password", "--remove", "CP1")
     assert (code, err) == (0, f"ocpp-things: the password of CP1 is removed from {password_path}\n")
@@ -613,3 +659,86 @@ def test_password_command_asks_twice_on_a_terminal(
 def test_password_is_not_an_argument(capsys: pytest.CaptureFixture[str]) -> None:
     assert things_cli.main(["password", "CP1", "secret"]) == 2
     assert "unrecognized arguments: secret" in capsys.readouterr().err
+
+
+# -- failed checks: rate limits and the bounded slow-check queue ------------------------------
+
+
+async def test_failed_checks_are_limited_per_id_with_a_429_and_retry_after() -> None:
+    clock = FakeClock()
+    authenticator = CpAuthenticator(
+        SecurityProfile.BASIC,
+        Passwords(CP1=b"a long random password"),
+        by_id=FailureLimiter(2, 60.0, clock=clock),
+    )
+    for _ in range(2):
+        with pytest.raises(AuthRefused) as refused:
+            await authenticator.check("CP1", [header("CP1", "wrong")], address="10.0.0.1")
+        assert refused.value.status is HTTPStatus.UNAUTHORIZED
+    with pytest.raises(AuthRefused) as refused:  # even the right password, until it is time
+        await authenticator.check("CP1", [header("CP1", "a long random password")])
+    assert refused.value.status is HTTPStatus.TOO_MANY_REQUESTS
+    assert refused.value.retry_after == 30
+    assert refused.value.reason == (
+        "too many failed password checks for charge point CP1; retry in 30 s"
+    )
+    assert (authenticator.stats.wrong_passwords, authenticator.stats.rate_limited_id) == (2, 1)
+    clock.advance(30)
+    await authenticator.check("CP1", [header("CP1", "a long random password")])
+    await authenticator.close()
+
+
+async def test_failed_checks_are_limited_per_source_address() -> None:
+    clock = FakeClock()
+    authenticator = CpAuthenticator(
+        SecurityProfile.BASIC,
+        Passwords(CP1=b"a long random password"),
+        by_address=FailureLimiter(3, 60.0, clock=clock),
+    )
+    for cp_id in ("X1", "X2", "X3"):  # ids without a password: checked against the decoy
+        with pytest.raises(AuthRefused):
+            await authenticator.check(cp_id, [header(cp_id, "guess")], address="10.0.0.9")
+    with pytest.raises(AuthRefused) as refused:
+        await authenticator.check("X4", [header("X4", "guess")], address="10.0.0.9")
+    assert refused.value.status is HTTPStatus.TOO_MANY_REQUESTS
+    assert refused.value.reason.startswith("too many failed password checks from this address")
+    # Another address is not affected.
+    await authenticator.check("CP1", [header("CP1", "a long random password")], "", "10.0.0.2")
+    assert authenticator.stats.rate_limited_address == 1
+    await authenticator.close()
+
+
+async def test_slow_checks_beyond_the_queue_bound_get_a_503() -> None:
+    authenticator = CpAuthenticator(SecurityProfile.BASIC, Passwords(CP1=b"pw"), workers=1)
+    authenticator._slow_checks = SLOW_CHECKS_PER_WORKER  # as if that many were waiting
+    with pytest.raises(HandshakeRefused) as refused:
+        await authenticator.check("CP1", [header("CP1", "pw")])
+    assert refused.value.status is HTTPStatus.SERVICE_UNAVAILABLE
+    assert authenticator.stats.slow_checks_refused == 1
+    await authenticator.close()
+
+
+def test_build_authenticator_reads_the_rate_limit_settings(tmp_path: Path) -> None:
+    path = tmp_path / "p.txt"
+    path.write_text("")
+    settings = Settings(
+        _env_file=None,
+        security_profile=1,
+        password_file=path,
+        auth_failures_per_id=7,
+        auth_failures_per_address=0,
+        auth_failure_window=30,
+    )
+    authenticator = build_authenticator(settings)
+    assert authenticator is not None
+    assert (authenticator.by_id.allowance, authenticator.by_id.window) == (7, 30)
+    assert not authenticator.by_address.enabled
+
+
+async def test_ids_without_a_password_never_cost_a_slow_check() -> None:
+    authenticator = CpAuthenticator(SecurityProfile.BASIC, Passwords(CP1=b"pw"), workers=1)
+    authenticator._slow_checks = SLOW_CHECKS_PER_WORKER  # the slow queue is full
+    with pytest.raises(AuthRefused) as refused:
+        await authenticator.check("CPX", [header("CPX", "short")])
+    assert refused.value.status is HTTPStatus.UNAUTHORIZED  # the fast decoy: no 503
+    await authenticator.close()

@@ -21,6 +21,7 @@ from simulator.dial import (
     close_cause,
     describe_dial_error,
     dial_error_cause,
+    retry_after,
     station_url,
 )
 
@@ -152,3 +153,23 @@ def test_close_causes() -> None:
         "then sent 1008 (policy violation) Charge Point CP2 not registered as an IoT Thing"
     )
     assert close_cause(ConnectionClosedError(None, None)) == "close_1006"
+
+
+@pytest.mark.parametrize(
+    ("status", "header", "seconds"),
+    [
+        (503, "7", 7.0),
+        (429, " 30 ", 30.0),
+        (503, "999999", 3600.0),  # capped
+        (503, None, None),
+        (503, "Wed, 21 Oct 2026 07:28:00 GMT", None),  # the date form is not read
+        (503, "-1", None),
+        (401, "5", None),  # only refusals that ask to come back later
+    ],
+)
+def test_retry_after_is_read_from_503_and_429(
+    status: int, header: str | None, seconds: float | None
+) -> None:
+    headers = Headers({"Retry-After": header} if header is not None else {})
+    assert retry_after(InvalidStatus(Response(status, "", headers, b""))) == seconds
+    assert retry_after(TimeoutError()) is None
