@@ -124,7 +124,6 @@ class Gateway:
             settings.port,
             ssl=self.ssl_context,
             process_request=self._process_request,
-            create_connection=AnsweringServerConnection,
             select_subprotocol=self._select_subprotocol,
             compression="deflate" if settings.compression else None,
             max_size=settings.max_frame_bytes,
@@ -277,7 +276,8 @@ class Gateway:
 
     def _accepted(self, *args: Any, **kwargs: Any) -> ServerConnection:
         """Make the connection of a TCP connection just accepted: a handshake in progress."""
-        connection = ServerConnection(*args, **kwargs)
+        # AnsweringServerConnection: requests websockets cannot parse still get a 400.
+        connection = AnsweringServerConnection(*args, **kwargs)
         ticket = self.admission.accepted()
         connection.connection_lost_waiter.add_done_callback(
             lambda _: self.admission.release(ticket)

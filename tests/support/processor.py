@@ -44,5 +44,5 @@ async def send_frame(
     peer: MqttPeer, cp_id: str, frame: str | bytes, subprotocol: str | None = "ocpp2.0.1"
 ) -> None:
     """Publish a CP frame to `<cpId>/in` as the gateway does (QoS 1, subprotocol property)."""
-    properties = publish_properties((("subprotocol", subprotocol),)) if subprotocol is not None else None
+    properties = publish_properties((("subprotocol", subprotocol),)) if subprotocol else None
     await peer.client.publish(f"{cp_id}/in", frame, qos=1, properties=properties)
