@@ -7,6 +7,7 @@ client library once (`GATEWAY_LINK_IMPL`); every policy above asks it for connec
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,9 +21,14 @@ from gateway.settings import LinkImpl, LinkMode, MqttAuth, Settings
 
 ConnectionFactory = Callable[[ConnectionOptions, ConnectionEvents], BrokerConnection]
 
-# Unique per process: a gateway restarted with the same id, or two replicas given the same
-# GATEWAY_GATEWAY_ID, never take each other's MQTT client id.
+# Unique per process: a gateway restarted with the same id never takes its predecessor's ids.
 PROCESS_NONCE = f"{time.time_ns():x}"
+_links = itertools.count(1)
+
+
+def _new_nonce() -> str:
+    """Unique per link: two gateways with one GATEWAY_GATEWAY_ID never share a client id."""
+    return f"{PROCESS_NONCE}.{next(_links)}"
 
 
 @dataclass(frozen=True)
@@ -49,17 +55,18 @@ class BrokerSettings:
     topic_claim: str = "ocpp-gateway/claims/{cp_id}"
     topic_gateway: str = "ocpp-gateway/gateways/{gateway_id}"
     out_queue_limit: int = 1000
+    nonce: str = field(default_factory=_new_nonce)
 
     @classmethod
     def from_settings(cls, settings: Settings, gateway_id: str) -> BrokerSettings:
-        names = [name for name in cls.__dataclass_fields__ if name != "gateway_id"]
+        names = [name for name in cls.__dataclass_fields__ if name not in {"gateway_id", "nonce"}]
         values = {name: getattr(settings, name) for name in names}
         values["mqtt_alpn"] = tuple(settings.mqtt_alpn)
         return cls(gateway_id=gateway_id, **values)
 
     def client_id(self, role: str) -> str:
         """An MQTT client id of this gateway's own; a cpId can never contain `:`."""
-        return f"ocpp-gateway:{role}:{self.gateway_id}:{PROCESS_NONCE}"
+        return f"ocpp-gateway:{role}:{self.gateway_id}:{self.nonce}"
 
     @property
     def gateway_topic(self) -> str:

@@ -105,6 +105,8 @@ async def test_a_frozen_broker_is_noticed_within_the_timeout() -> None:
         running_gateway(broker.url, mqtt_timeout=1.0, broker_grace=10.0) as gw,
         connect(ws_url(gw), subprotocols=["ocpp2.0.1"]) as ws,
     ):
+        await ws.send('[2,"before","Heartbeat",{}]')  # once bridged, the CP's channel is open
+        await until(lambda: gw.metrics.bridged.frames_in == 1, what="the first frame")
         assert broker.process is not None
         broker.process.send_signal(signal.SIGSTOP)
         try:
