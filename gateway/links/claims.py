@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass
 
+from gateway import strict_json
 from gateway.links.broker import PROCESS_NONCE
 
 _connection_numbers = itertools.count(1)
@@ -39,7 +41,8 @@ class Claim:
 
 def decode_claim(payload: bytes) -> Claim | None:
     try:
-        fields = json.loads(payload)
-        return Claim(float(fields["at"]), str(fields["gateway"]), str(fields["connection"]))
+        fields = strict_json.decode_bytes(payload)
+        claim = Claim(float(fields["at"]), str(fields["gateway"]), str(fields["connection"]))
     except (ValueError, TypeError, KeyError, RecursionError):
         return None
+    return claim if math.isfinite(claim.at) else None

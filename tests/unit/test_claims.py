@@ -1,4 +1,4 @@
-from gateway.links.shared import Claim, decode_claim
+from gateway.links.claims import Claim, decode_claim
 
 
 def test_newest_claim_wins_with_deterministic_ties() -> None:

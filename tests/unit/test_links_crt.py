@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 from awscrt import auth, http, mqtt5
-from gateway.links.crt_clients import (
-    CrtClientFactory,
+from gateway.links.crt_connection import (
+    CrtFactory,
     CrtEndpoint,
     alpn_protocols,
     crt_endpoint,
@@ -17,6 +17,7 @@ from gateway.links.crt_clients import (
 )
 
 from gateway.links import LinkMisconfigured
+from gateway.links.broker import BrokerSettings
 from gateway.links.broker_url import region_of_iot_endpoint
 from gateway.links.tls import TlsConfigError, TlsMaterial
 from gateway.settings import Settings
@@ -48,8 +49,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-def settings(**values: Any) -> Settings:
-    return Settings(_env_file=None, **{"link_impl": "awscrt", **values})
+def settings(**values: Any) -> BrokerSettings:
+    return BrokerSettings.from_settings(
+        Settings(_env_file=None, **{"link_impl": "awscrt", **values}), "gw"
+    )
 
 
 @pytest.mark.parametrize(
@@ -111,7 +114,7 @@ def test_alpn_follows_the_sdk_builders_on_443(
 def test_factory_refuses_a_key_the_crt_cannot_use(pki: Pki) -> None:
     garbage_key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
     with pytest.raises(TlsConfigError) as refused:
-        CrtClientFactory(
+        CrtFactory(
             settings(mqtt_url="mqtts://h", mqtt_cert_file=pki.client.cert, mqtt_key_pem=garbage_key)
         )
     message = str(refused.value)
@@ -120,7 +123,7 @@ def test_factory_refuses_a_key_the_crt_cannot_use(pki: Pki) -> None:
 
 
 def test_factory_accepts_files_and_pem_text(pki: Pki) -> None:
-    CrtClientFactory(
+    CrtFactory(
         settings(
             mqtt_url="mqtts://h",
             mqtt_ca_file=pki.ca,

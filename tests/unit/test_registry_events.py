@@ -6,17 +6,14 @@ import json
 from typing import Any
 
 import pytest
-from gateway.registry.events_crt import CrtEventWatcher
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
+from gateway.links.crt_connection import CrtConnection
 from gateway.registry.events import (
     MAX_EVENT_BYTES,
     InvalidRegistryEvent,
     build_event_watcher,
     deleted_thing_name,
-    refused_code,
 )
 from gateway.settings import THING_DELETED_TOPIC, Settings
 
@@ -79,15 +76,6 @@ def test_anything_else_is_refused_with_the_reason(payload: bytes, reason: str) -
         deleted_thing_name(payload)
 
 
-def test_suback_refusals_are_found_in_mqtt_5_and_3_codes() -> None:
-    granted = ReasonCode(PacketTypes.SUBACK, identifier=1)
-    refused = ReasonCode(PacketTypes.SUBACK, identifier=0x87)
-    assert refused_code([granted]) is None
-    assert refused_code([granted, refused]) == 0x87
-    assert refused_code((1,)) is None
-    assert refused_code((0x80,)) == 0x80
-
-
 # -- the setting ---------------------------------------------------------------------------
 
 
@@ -141,12 +129,12 @@ def test_an_invalid_event_topic_is_refused_with_the_rule(topic: str, problem: st
 # -- building the watcher ------------------------------------------------------------------
 
 
-def test_the_watcher_has_a_client_id_of_its_own_on_the_gateway_broker() -> None:
+async def test_the_watcher_has_a_client_id_of_its_own_on_the_gateway_broker() -> None:
     watcher = build_event_watcher(
         settings(registry="aws-iot", mqtt_url="mqtt://broker.local:1884"), "gw-7"
     )
     assert watcher is not None
-    assert watcher.client_id == "ocpp-gateway-events-gw-7"
+    assert watcher.client_id.startswith("ocpp-gateway:events:gw-7:")
     assert watcher.topic == THING_DELETED_TOPIC
     assert not watcher.subscribed
 
@@ -155,7 +143,7 @@ def test_no_watcher_without_a_topic() -> None:
     assert build_event_watcher(settings(registry="static"), "gw1") is None
 
 
-def test_with_sigv4_the_watcher_connects_through_the_crt(
+async def test_with_sigv4_the_watcher_connects_through_the_crt(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
@@ -167,5 +155,6 @@ def test_with_sigv4_the_watcher_connects_through_the_crt(
         mqtt_url="mqtts://example-ats.iot.eu-west-1.amazonaws.com:443",
     )
     watcher = build_event_watcher(sigv4, "gw1")
-    assert isinstance(watcher, CrtEventWatcher)
-    assert watcher.client_id == "ocpp-gateway-events-gw1"
+    assert watcher is not None
+    assert isinstance(watcher._connection, CrtConnection)
+    assert watcher.client_id.startswith("ocpp-gateway:events:gw1:")
