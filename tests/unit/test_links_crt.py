@@ -8,17 +8,17 @@ from typing import Any
 
 import pytest
 from awscrt import auth, http, mqtt5
-from gateway.links.crt_connection import (
-    CrtFactory,
-    CrtEndpoint,
-    alpn_protocols,
-    crt_endpoint,
-    sigv4_handshake_signer,
-)
 
 from gateway.links import LinkMisconfigured
 from gateway.links.broker import BrokerSettings
 from gateway.links.broker_url import region_of_iot_endpoint
+from gateway.links.crt_connection import (
+    CrtEndpoint,
+    CrtFactory,
+    alpn_protocols,
+    crt_endpoint,
+    sigv4_handshake_signer,
+)
 from gateway.links.tls import TlsConfigError, TlsMaterial
 from gateway.settings import Settings
 from tests.support.sigv4 import expected_signature, parse_presigned, signed_at
