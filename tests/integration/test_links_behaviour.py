@@ -21,13 +21,11 @@ from typing import Any
 
 import pytest
 from awscrt import io as awscrt_io
-from awscrt.exceptions import AwsCrtError
-from gateway.links.crt_clients import SESSION_TAKEN_OVER
-from gateway.links.crt_link import CrtChannel
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway.links import LinkLost, build_link, tls
+from gateway.links.claims import Claim
 from gateway.observability import Metrics
 from gateway.settings import Settings
 from tests.support.gateway import REPO_ROOT, GatewayProcess, running_gateway, ws_url
@@ -274,31 +272,32 @@ async def test_pem_text_from_the_environment(
 # -- awscrt specifics ---------------------------------------------------------------------------
 
 
-async def test_awscrt_gives_the_cp_up_at_once_on_session_taken_over(
-    tls_broker: TlsBroker,
-) -> None:
-    """AWS IoT Core says "session taken over" (0x8E); Mosquitto 2.0 cannot, so the CRT's report
-    is played here: the channel must end without asking the probe and never reconnect."""
-    settings = Settings(_env_file=None, mqtt_url=tls_broker.plain_url, link_impl="awscrt")
+@pytest.mark.parametrize("impl", ["aiomqtt", "awscrt"])
+async def test_a_newer_claim_gives_the_cp_up_for_good(tls_broker: TlsBroker, impl: str) -> None:
+    """Another replica's newer claim ends the channel at once; it never reconnects."""
+    settings = Settings(_env_file=None, mqtt_url=tls_broker.plain_url, link_impl=impl)
     link = build_link(settings, Metrics(), "gw-test")
     await link.start()
     lost: list[LinkLost] = []
+    ended = asyncio.Event()
+
+    def on_lost(reason: LinkLost) -> None:
+        lost.append(reason)
+        ended.set()
 
     async def deliver(payload: bytes) -> None:
         pass
 
-    channel = await link.open_channel("CP1", "ocpp2.0.1", deliver, lost.append)
-    assert isinstance(channel, CrtChannel)
-    await link.close()  # the probe is gone: a drop now would look like a broker loss
-    client = channel._client
-    assert client is not None
-    error = AwsCrtError(0, "AWS_ERROR_MQTT5_DISCONNECT_RECEIVED", "the server sent DISCONNECT")
-    client.stop()  # what the CRT thread does before reporting the drop
-    channel.disconnected(client, SESSION_TAKEN_OVER, error)
-    assert lost == [LinkLost.TAKEN_OVER]
-    await asyncio.wait_for(client.stopped.wait(), 5)
-    assert channel._client is client  # no new client: no reconnect war
-    await channel.close()
+    channel = await link.open_channel("CP1", "ocpp2.0.1", deliver, on_lost, since=1000.0)
+    try:
+        async with mqtt_peer(tls_broker.plain_url) as other_replica:
+            newer = Claim(2000.0, "gw-other", "1")
+            await other_replica.publish("ocpp-gateway/claims/CP1", newer.encode())
+            await asyncio.wait_for(ended.wait(), 10)
+        assert lost == [LinkLost.TAKEN_OVER]
+    finally:
+        await channel.close()
+        await link.close()
 
 
 async def test_closed_channels_are_freed(link: LinkUnderTest) -> None:
