@@ -79,6 +79,7 @@ async def test_make_run_uses_its_own_broker_and_its_printed_commands_work(
     )
     mqtt_port = moved.group(1)
     await local_stack.wait_for_line(r"^local-stack: ready:", timeout=60)
+    await local_stack.wait_for_line(r"^local-stack: +mosquitto_sub ")  # the last line printed
     before_ready = local_stack.output.split("local-stack: ready:")[0]
     assert "gateway.listening" in before_ready
     assert "broker.connected" in before_ready  # the processor subscribed
