@@ -9,7 +9,7 @@ import resource
 import ssl
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -98,6 +98,7 @@ class Gateway:
         )
         self._closing: set[asyncio.Task[None]] = set()
         self._descriptor_probe: asyncio.Task[None] | None = None
+        self._restore_exception_handler: Callable[[], None] = lambda: None
 
     @property
     def port(self) -> int:
@@ -161,6 +162,7 @@ class Gateway:
         if self._revalidation is not None:
             self._revalidation.cancel()
         await cancel_and_wait(self._descriptor_probe)
+        self._restore_exception_handler()
         if self.registry_events is not None:
             await self.registry_events.close()
         if self._server is not None:
@@ -219,6 +221,7 @@ class Gateway:
             self._out_of_descriptors(name, "accept")
 
         loop.set_exception_handler(handle)
+        self._restore_exception_handler = lambda: loop.set_exception_handler(previous)
         self._descriptor_probe = asyncio.create_task(
             probe_forever(lambda name: self._out_of_descriptors(name, "probe"))
         )
@@ -285,7 +288,7 @@ class Gateway:
         self._tickets[connection] = ticket
         return connection
 
-    def _enter(self, connection: ServerConnection) -> Ticket | None:
+    def _enter(self, connection: ServerConnection) -> None:
         """Hold the connection against the limit until its TCP connection is gone, or refuse
         it (503) at once; before anything that waits (password, registry)."""
         if not self.ready:
@@ -296,13 +299,10 @@ class Gateway:
                 else "the gateway is shutting down; reconnect",
             )
         ticket = self._tickets.get(connection)
-        if ticket is None:
-            return None
-        refusal = self.admission.admit(ticket)
+        refusal = self.admission.admit(ticket) if ticket is not None else None
         if refusal is not None:
             self.metrics.admissions_refused.labels(reason=refusal.value).inc()
             raise HandshakeRefused(HTTPStatus.SERVICE_UNAVAILABLE, REFUSAL_REASONS[refusal])
-        return ticket
 
     async def _admit(self, cp_id: str, connection: ServerConnection, request: Request) -> None:
         """Checks that refuse a charge point with an HTTP status, before the upgrade."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 
 import pytest
+from pydantic import ValidationError
 
 from gateway.admission import (
     AdmissionGate,
@@ -18,6 +19,7 @@ from gateway.admission import (
     retry_after_seconds,
     spread_within,
 )
+from gateway.settings import Settings
 from tests.support.clock import FakeClock
 
 # -- the gate ---------------------------------------------------------------------------------
@@ -204,3 +206,29 @@ def test_accept_exhaustion_is_recognised_from_the_loop_context() -> None:
     assert is_accept_exhaustion(other) is None
     refused = {"message": "socket.accept() failed", "exception": ConnectionRefusedError()}
     assert is_accept_exhaustion(refused) is None
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("max_connections", 0),
+        ("max_handshakes", 0),
+        ("retry_after_max", 0.5),
+        ("shutdown_spread", -1),
+        ("registry_timeout", 0),
+        ("auth_failures_per_id", -1),
+        ("auth_failure_window", 0),
+    ],
+)
+def test_admission_settings_refuse_values_out_of_range(name: str, value: float) -> None:
+    with pytest.raises(ValidationError, match=name):
+        Settings(_env_file=None, **{name: value})
+
+
+def test_the_connection_limit_defaults_to_none_meaning_derived() -> None:
+    settings = Settings(_env_file=None)
+    assert settings.max_connections is None
+    assert (settings.max_handshakes, settings.shutdown_spread) == (500, 2.0)
