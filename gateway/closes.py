@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from websockets.frames import CloseCode
 
+SERVICE_RESTART = int(CloseCode.SERVICE_RESTART)
+
 
 @dataclass(frozen=True)
 class Close:

@@ -13,12 +13,13 @@ import structlog
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from gateway import closes
+from gateway import closes, presence
 from gateway.closes import Close
 from gateway.cp_stats import CpStats
 from gateway.links.base import BrokerUnavailable, Channel, Link, LinkLost
 from gateway.observability import Metrics
 from gateway.ocppj import FrameProblem, call_error, frame_problem
+from gateway.presence import ClosedBy, Presence
 from gateway.sessions import SessionTable
 
 log = structlog.get_logger(__name__)
@@ -51,6 +52,7 @@ class Session:
         self.since = since if since is not None else time.time()  # the handshake, wall clock
         self._finished = asyncio.Event()
         self._closing = False
+        self._closed_by: ClosedBy | None = None
         self._background: set[asyncio.Task[None]] = set()
         # Set while a CP frame waits for the broker: the WebSocket is not read meanwhile, so
         # TCP holds the CP back. The gateway counts long waits as backpressure.
@@ -74,11 +76,16 @@ class Session:
     async def _serve(self) -> None:
         try:
             channel = await self._link.open_channel(
-                self.cp_id, self.subprotocol, self._send_to_cp, self._on_link_lost, since=self.since
+                self.cp_id,
+                self.subprotocol,
+                self._send_to_cp,
+                self._on_link_lost,
+                since=self.since,
+                presence=Presence(presence.online(self._about), presence.will(self._about)),
             )
         except BrokerUnavailable as exc:
             self._log.warning("cp.refused", reason="broker unavailable", error=str(exc))
-            await self.close(closes.broker_unavailable())
+            await self.close(closes.broker_unavailable(), ClosedBy.BROKER_LOSS)
             return
         self._metrics.connections.inc()
         self._log.info("cp.connected", subprotocol=self.subprotocol)
@@ -90,7 +97,7 @@ class Session:
             self._log.exception("cp.pump_failed", direction="in")
             await self.close(closes.internal_error())
         finally:
-            await channel.close()
+            await channel.close(farewell=self._farewell())
             self._metrics.connections.dec()
             self._log.info(
                 "cp.disconnected",
@@ -119,7 +126,7 @@ class Session:
                         direction="in", reason="broker_unavailable"
                     ).inc()
                     self._log.error("frame.dropped", direction="in", error=str(exc))
-                    await self.close(closes.broker_unavailable())
+                    await self.close(closes.broker_unavailable(), ClosedBy.BROKER_LOSS)
                     return
                 finally:
                     self.publishing_since = None
@@ -200,30 +207,64 @@ class Session:
         if reason is LinkLost.TAKEN_OVER:
             self._metrics.takeovers.labels(where="other_gateway").inc()
             self._log.info("cp.taken_over", by="another gateway")
-            close = closes.taken_over_by_other_gateway()
+            self._in_background(self.close(closes.taken_over_by_other_gateway(), ClosedBy.TAKEOVER))
         else:
             self._log.error("cp.closed", reason="broker unavailable past the grace period")
-            close = closes.broker_unavailable()
-        self._in_background(self.close(close))
+            self._in_background(self.close(closes.broker_unavailable(), ClosedBy.BROKER_LOSS))
 
     async def yield_to(self, newer: Session, wait: float) -> None:
         """Close this session for a newer connection of the same CP and wait for its teardown."""
         self._metrics.takeovers.labels(where="this_gateway").inc()
         self._log.info("cp.replaced", by_connection=newer.connection_number)
-        self._in_background(self.close(closes.replaced_by_newer_connection()))
+        self._in_background(self.close(closes.replaced_by_newer_connection(), ClosedBy.TAKEOVER))
         try:
             await asyncio.wait_for(self._finished.wait(), wait)
         except TimeoutError:
             self._log.warning("cp.replace_slow", waited=wait)
 
-    async def close(self, close: Close) -> None:
+    async def close(self, close: Close, by: ClosedBy = ClosedBy.GATEWAY) -> None:
         if self._closing:
             return  # the first reason stands
         self._closing = True
+        self._closed_by = by
         self._metrics.closes.labels(code=str(close.code)).inc()
         await self._websocket.close(close.code, close.reason)
+
+    @property
+    def _about(self) -> presence.Connection:
+        remote = self._websocket.remote_address
+        broker = self._link.broker
+        return presence.Connection(
+            cp_id=self.cp_id,
+            gateway=broker.gateway_id,
+            instance=broker.nonce,
+            connection=self.connection_number,
+            subprotocol=self.subprotocol,
+            remote=f"{remote[0]}:{remote[1]}" if isinstance(remote, tuple) else None,
+            since=self.since,
+        )
+
+    def _farewell(self) -> bytes | None:
+        """The offline presence document; none after a takeover (the new holder's stands)."""
+        closed_by = self._closed_by or _closed_by_peer_or_server(self._websocket)
+        if closed_by is ClosedBy.TAKEOVER:
+            return None
+        websocket = self._websocket
+        return presence.offline(
+            self._about, time.time(), websocket.close_code, websocket.close_reason or "", closed_by
+        )
 
     def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _closed_by_peer_or_server(websocket: ServerConnection) -> ClosedBy:
+    """Who closed when the session did not: the CP, or the server shutting down (1012)."""
+    protocol = websocket.protocol
+    if protocol.close_rcvd_then_sent is False:  # the server's close frame went first
+        sent = protocol.close_sent
+        restarting = sent is not None and sent.code == closes.SERVICE_RESTART
+        return ClosedBy.SHUTDOWN if restarting else ClosedBy.GATEWAY
+    return ClosedBy.CP

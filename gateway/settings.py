@@ -227,6 +227,10 @@ class Settings(BaseSettings):
         "ocpp-gateway/gateways/{gateway_id}",
         description="the gateway's own topic; its liveness checks of the broker are published here",
     )
+    topic_presence: str = Field(
+        "{cp_id}/presence",
+        description="retained presence documents: connected or not, which gateway, close code",
+    )
     out_queue_limit: int = Field(
         1000, ge=1, description="messages waiting for a slow CP before new ones are dropped"
     )

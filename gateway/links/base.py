@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from gateway.presence import Presence
+
+if TYPE_CHECKING:
+    from gateway.links.broker import BrokerSettings
 
 
 class LinkLost(StrEnum):
@@ -33,11 +38,16 @@ class Channel(Protocol):
     async def publish(self, frame: bytes) -> None:
         """Publish one frame from the CP; returns once the broker has it (QoS 1: PUBACK)."""
 
-    async def close(self) -> None:
-        """End the channel; it never touches another channel of the same charge point."""
+    async def close(self, farewell: bytes | None = None) -> None:
+        """End the channel; it never touches another channel of the same charge point.
+
+        `farewell`, when given, is published (retained) on the CP's presence topic first.
+        """
 
 
 class Link(Protocol):
+    broker: BrokerSettings
+
     @property
     def ready(self) -> bool:
         """Whether new charge points can be accepted (the broker is reachable)."""
@@ -52,12 +62,15 @@ class Link(Protocol):
         on_lost: OnLost,
         *,
         since: float | None = None,
+        presence: Presence | None = None,
     ) -> Channel:
         """Open a channel; returns once outbound messages can be received (SUBACK received).
 
         `since` is the wall-clock time of the CP's handshake (default: now): across replicas,
-        the channel of the newest handshake keeps the CP. Raises `BrokerUnavailable` when the
-        broker cannot be reached.
+        the channel of the newest handshake keeps the CP. `presence` is published (retained)
+        on the CP's presence topic once the channel is open, and again after every reconnect;
+        its will is left with the broker where the link has one connection per CP. Raises
+        `BrokerUnavailable` when the broker cannot be reached.
         """
 
     async def close(self) -> None: ...

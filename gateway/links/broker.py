@@ -54,6 +54,7 @@ class BrokerSettings:
     topic_out: str = "{cp_id}/out"
     topic_claim: str = "ocpp-gateway/claims/{cp_id}"
     topic_gateway: str = "ocpp-gateway/gateways/{gateway_id}"
+    topic_presence: str = "{cp_id}/presence"
     out_queue_limit: int = 1000
     nonce: str = field(default_factory=_new_nonce)
 
@@ -71,6 +72,11 @@ class BrokerSettings:
     @property
     def gateway_topic(self) -> str:
         return self.topic_gateway.format(gateway_id=self.gateway_id)
+
+    @property
+    def check_topic(self) -> str:
+        """Where the broker liveness checks go (not retained, nobody needs to read them)."""
+        return f"{self.gateway_topic}/check"
 
 
 def connection_factory(broker: BrokerSettings) -> ConnectionFactory:

@@ -338,7 +338,8 @@ class CrtConnection:
         """Stop the live client (its events are ignored from now on)."""
         callbacks, self._current, self._up = self._current, None, False
         if callbacks is not None and callbacks.client is not None:
-            callbacks.client.stop()
+            # A DISCONNECT, so the broker drops the will: this is no unannounced loss.
+            callbacks.client.stop(mqtt5.DisconnectPacket())
         return callbacks
 
     # -- client events, on the asyncio loop ------------------------------------------------

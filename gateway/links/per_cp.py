@@ -40,12 +40,14 @@ from gateway.links.connection import (
     DownReason,
     LinkError,
     Subscription,
+    Will,
     describe,
 )
 from gateway.links.grace import publish_within_grace
 from gateway.links.outbox import Outbox
 from gateway.links.probe import BrokerProbe
 from gateway.observability import Metrics
+from gateway.presence import Presence
 
 log = structlog.get_logger(__name__)
 
@@ -74,9 +76,10 @@ class PerCpLink:
         on_lost: OnLost,
         *,
         since: float | None = None,
+        presence: Presence | None = None,
     ) -> Channel:
         claim = Claim(since or time.time(), self.broker.gateway_id, next_connection_id())
-        channel = PerCpChannel(self, cp_id, subprotocol, deliver, on_lost, claim)
+        channel = PerCpChannel(self, cp_id, subprotocol, deliver, on_lost, claim, presence)
         await channel.open()
         return channel
 
@@ -93,6 +96,7 @@ class PerCpChannel:
         deliver: Deliver,
         on_lost: OnLost,
         claim: Claim,
+        presence: Presence | None = None,
     ) -> None:
         broker = link.broker
         self.cp_id = cp_id
@@ -104,6 +108,8 @@ class PerCpChannel:
         self._in_topic = broker.topic_in.format(cp_id=cp_id)
         self._out_topic = broker.topic_out.format(cp_id=cp_id)
         self._claim_topic = broker.topic_claim.format(cp_id=cp_id)
+        self._presence_topic = broker.topic_presence.format(cp_id=cp_id)
+        self._presence = presence
         self._properties = (("subprotocol", subprotocol),)
         self._outbox = Outbox(cp_id, deliver, broker.out_queue_limit, link.metrics)
         self._connected = asyncio.Event()  # connected and subscribed
@@ -120,6 +126,8 @@ class PerCpChannel:
                 # Keep the broker session through a short outage, so /out messages are not lost.
                 session_expiry=int(broker.broker_grace),
                 reconnect=False,
+                # The broker says the CP is offline if the gateway vanishes without closing.
+                will=Will(self._presence_topic, presence.will) if presence else None,
             ),
             self,
         )
@@ -143,7 +151,9 @@ class PerCpChannel:
             on_resend=self._metrics.frames_resent.inc,
         )
 
-    async def close(self) -> None:
+    async def close(self, farewell: bytes | None = None) -> None:
+        if farewell is not None and self._connected.is_set():
+            await self._announce(farewell)
         self._ended.set()
         self._connected.clear()
         current = asyncio.current_task()
@@ -199,6 +209,8 @@ class PerCpChannel:
             return failure
         if not self._ended.is_set():
             self._connected.set()
+            if self._presence is not None:
+                await self._announce(self._presence.online)
         return None
 
     async def _recover(self, down: Down) -> None:
@@ -248,6 +260,11 @@ class PerCpChannel:
     async def _reassert(self) -> None:
         with contextlib.suppress(LinkError):
             await self._publish_claim()
+
+    async def _announce(self, document: bytes) -> None:
+        """Publish a presence document, retained; a failure only leaves the older one."""
+        with contextlib.suppress(LinkError):
+            await self._connection.publish(self._presence_topic, document, retain=True)
 
     async def _publish_claim(self) -> None:
         await self._probe.connection.publish(self._claim_topic, self.claim.encode(), retain=True)

@@ -1,6 +1,6 @@
 """Whether the broker is reachable and answering, seen through one connection of the gateway's own.
 
-The connection publishes a small message on the gateway's topic every half `mqtt_timeout`: a
+The connection publishes a small message under the gateway's topic every half `mqtt_timeout`: a
 broker that accepts TCP but stopped answering (frozen, overloaded) leaves that publish
 unacknowledged, which ends the connection as stalled, so readiness drops within about one and a
 half timeouts instead of one keep-alive. The per-CP link also publishes and reads its claims
@@ -89,9 +89,7 @@ class BrokerProbe:
         """Start probing; wait up to `wait` seconds for the first connection."""
         self.connection.start()
         self._checker = asyncio.create_task(
-            check_forever(
-                self.connection, self._broker.gateway_topic, self._broker.mqtt_timeout / 2
-            )
+            check_forever(self.connection, self._broker.check_topic, self._broker.mqtt_timeout / 2)
         )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), wait)

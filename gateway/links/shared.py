@@ -34,12 +34,14 @@ from gateway.links.connection import (
     Down,
     LinkError,
     Subscription,
+    Will,
     describe,
 )
 from gateway.links.grace import publish_within_grace
 from gateway.links.outbox import Outbox
 from gateway.links.probe import check_forever, explain_unreachable
 from gateway.observability import Metrics
+from gateway.presence import Presence, gateway_status
 from gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -62,6 +64,8 @@ class SharedLink:
                 # Keep the broker session through a short outage so /out messages wait for us.
                 session_expiry=int(broker.broker_grace),
                 receive_maximum=RECEIVE_MAXIMUM,
+                # Presence documents name this gateway instance: if it vanishes, they are stale.
+                will=Will(broker.gateway_topic, self._status(online=False)),
             ),
             self,
         )
@@ -82,7 +86,7 @@ class SharedLink:
     async def start(self) -> None:
         self.connection.start()
         self._checker = asyncio.create_task(
-            check_forever(self.connection, self.broker.gateway_topic, self.broker.mqtt_timeout / 2)
+            check_forever(self.connection, self.broker.check_topic, self.broker.mqtt_timeout / 2)
         )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.connected.wait(), self.broker.mqtt_timeout)
@@ -97,16 +101,18 @@ class SharedLink:
         on_lost: OnLost,
         *,
         since: float | None = None,
+        presence: Presence | None = None,
     ) -> Channel:
         if not self.ready:
             raise BrokerUnavailable("the gateway is not connected to the broker")
         claim = Claim(since or time.time(), self.broker.gateway_id, next_connection_id())
-        channel = SharedChannel(self, cp_id, subprotocol, deliver, on_lost, claim)
+        channel = SharedChannel(self, cp_id, subprotocol, deliver, on_lost, claim, presence)
         self._by_out_topic[channel.out_topic] = channel
         self._by_claim_topic[channel.claim_topic] = channel
         try:
             await self._subscribing.request(channel.subscriptions)
             await self.connection.publish(channel.claim_topic, channel.claim.encode())
+            await channel.announce_online()
         except LinkError as exc:
             self._forget(channel)
             raise BrokerUnavailable(f"cannot subscribe for {cp_id}: {exc}") from exc
@@ -129,6 +135,21 @@ class SharedLink:
         self._by_claim_topic.pop(channel.claim_topic, None)
         return True
 
+    def _status(self, online: bool) -> bytes:
+        return gateway_status(self.broker.gateway_id, self.broker.nonce, online)
+
+    async def _announce_all(self) -> None:
+        """After a reconnect: the gateway is online, and so is every CP it holds."""
+        with contextlib.suppress(LinkError):
+            await self.connection.publish(
+                self.broker.gateway_topic, self._status(online=True), retain=True
+            )
+            channels = list(self._by_out_topic.values())
+            for start in range(0, len(channels), 500):
+                await asyncio.gather(
+                    *(each.announce_online() for each in channels[start : start + 500])
+                )
+
     def reassert(self, channel: SharedChannel) -> None:
         """Publish the channel's claim again, in the background."""
         self._in_background(self._publish_claim(channel))
@@ -144,6 +165,11 @@ class SharedLink:
                 await self.connection.publish(channel.claim_topic, channel.claim.encode())
 
     async def close(self) -> None:
+        if self.ready:
+            with contextlib.suppress(LinkError):
+                await self.connection.publish(
+                    self.broker.gateway_topic, self._status(online=False), retain=True
+                )
         await cancel_and_wait(self._checker)
         for task in list(self._background):
             await cancel_and_wait(task)
@@ -180,6 +206,7 @@ class SharedLink:
         if self._connected_before:
             self.metrics.link_reconnects.inc()
         self._connected_before = True
+        self._in_background(self._announce_all())
         self.connected.set()
         self.metrics.link_ready.set(1)
         log.info("broker.reachable", url=_without_credentials(self.broker.mqtt_url))
@@ -222,9 +249,12 @@ class SharedChannel:
         deliver: Deliver,
         on_lost: OnLost,
         claim: Claim,
+        presence: Presence | None = None,
     ) -> None:
         broker = link.broker
         self._link = link
+        self._presence = presence
+        self.presence_topic = broker.topic_presence.format(cp_id=cp_id)
         self._on_lost = on_lost
         self.cp_id = cp_id
         self.claim = claim
@@ -264,7 +294,17 @@ class SharedChannel:
         self._link.metrics.link_lost.labels(reason=reason.value).inc()
         self._on_lost(reason)
 
-    async def close(self) -> None:
+    async def announce_online(self) -> None:
+        if self._presence is not None and not self._ended.is_set():
+            await self._announce(self._presence.online)
+
+    async def _announce(self, document: bytes) -> None:
+        await self._link.connection.publish(self.presence_topic, document, retain=True)
+
+    async def close(self, farewell: bytes | None = None) -> None:
+        if farewell is not None and self._link.ready:
+            with contextlib.suppress(LinkError):
+                await self._announce(farewell)
         self._ended.set()
         await self.outbox.close()
         await self._link.release(self)
