@@ -26,6 +26,7 @@ ONLINE, OFFLINE, UNKNOWN = "online", "offline", "unknown"
 PRESENCE_FIELDS = {
     "connected": bool,
     "gateway": str,
+    "instance": str,
     "connection": int,
     "subprotocol": str,
     "remote": str,
@@ -121,6 +122,7 @@ class FleetStatus:
     def __init__(self) -> None:
         self._views: dict[str, CpView] = {}
         self._changed: set[str] = set()
+        self._lost_instances: set[str] = set()  # gateway instances whose will was published
 
     def _view(self, cp_id: str) -> CpView:
         view = self._views.get(cp_id)
@@ -128,6 +130,31 @@ class FleetStatus:
             view = self._views[cp_id] = CpView(cp_id)
         self._changed.add(cp_id)
         return view
+
+    def gateway(self, payload: bytes) -> str | None:
+        """A gateway's status document; an instance gone offline takes its CPs with it."""
+        try:
+            document = json.loads(payload) if payload else None
+        except ValueError:
+            return "not JSON"
+        if not isinstance(document, dict) or type(document.get("online")) is not bool:
+            return "not a gateway status: `online` must be true or false"
+        instance = document.get("instance")
+        if not isinstance(instance, str) or document["online"]:
+            return None
+        self._lost_instances.add(instance)
+        for view in list(self._views.values()):
+            if view.presence is not None and view.presence.get("instance") == instance:
+                self._mark_gateway_lost(view)
+        return None
+
+    def _mark_gateway_lost(self, view: CpView) -> None:
+        presence = view.presence
+        if presence is None or not presence.get("connected"):
+            return
+        view = self._view(view.cp_id)
+        view.presence = {**presence, "connected": False, "closed_by": "gateway_lost"}
+        view.online = OFFLINE
 
     def presence(self, cp_id: str, payload: bytes) -> str | None:
         """Record a presence document; returns why it was ignored, or None."""
@@ -142,6 +169,8 @@ class FleetStatus:
         view = self._view(cp_id)
         view.presence = document
         view.online = ONLINE if document["connected"] else OFFLINE
+        if document.get("instance") in self._lost_instances:
+            self._mark_gateway_lost(view)
         return None
 
     def frame(

@@ -210,6 +210,7 @@ class Processor:
             (self._topic_in.shared_filter(self.settings.share_group), SubscribeOptions(qos=qos))
         )
         subscriptions.append((self._topic_presence.filter, SubscribeOptions(qos=qos)))
+        subscriptions.append((self.settings.topic_gateways, SubscribeOptions(qos=qos)))
         for topic_filter, options in subscriptions:
             granted = await client.subscribe(topic_filter, options=options)
             for code in granted:
@@ -241,6 +242,11 @@ class Processor:
             problem = self.status.presence(cp_id, bytes(payload))
             if problem is not None:
                 self._log.warning("presence.unreadable", cp_id=cp_id, problem=problem)
+            return
+        if topic_matches(self.settings.topic_gateways, topic):
+            problem = self.status.gateway(bytes(payload))
+            if problem is not None:
+                self._log.warning("gateway_status.unreadable", topic=topic, problem=problem)
 
     async def _on_frame(
         self, client: aiomqtt.Client, cp_id: str, frame: bytes, subprotocol: str | None
@@ -377,3 +383,14 @@ def _hardware_summary(boot: JsonObject) -> dict[str, Any]:
     if isinstance(station, dict):  # OCPP 2.0.x
         return {"vendor": station.get("vendorName"), "model": station.get("model")}
     return {"vendor": boot.get("chargePointVendor"), "model": boot.get("chargePointModel")}
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """Whether `topic` matches an MQTT filter with `+` and a trailing `#`."""
+    levels, names = topic_filter.split("/"), topic.split("/")
+    for position, level in enumerate(levels):
+        if level == "#":
+            return True
+        if position >= len(names) or (level != "+" and level != names[position]):
+            return False
+    return len(levels) == len(names)

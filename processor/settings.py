@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     topic_in: str = "{cp_id}/in"
     topic_out: str = "{cp_id}/out"
     topic_state: str = Field(default="{cp_id}/state", description="retained state documents")
+    topic_gateways: str = Field(
+        default="ocpp-gateway/gateways/+",
+        description="the gateways' retained status documents (their wills say when one vanished)",
+    )
     topic_presence: str = Field(
         default="{cp_id}/presence", description="the gateway's retained presence documents"
     )

@@ -9,6 +9,7 @@ import pytest
 
 from processor.answers import Inbound, respond
 from processor.fleet_status import FleetStatus, boot_summary, parse_presence
+from processor.service import topic_matches
 from processor.state import apply_change, empty_document
 
 AT = "2024-05-01T10:00:00.000Z"
@@ -118,3 +119,27 @@ def test_changed_rows_are_handed_out_once() -> None:
     status.state_document("CP2", {"chargePointId": "CP2", "lastHeartbeat": AT})
     [changed] = status.changed()
     assert changed["lastHeartbeat"] == AT
+
+
+def test_a_gateway_that_vanished_takes_its_cps_offline() -> None:
+    status = FleetStatus()
+    online = {"connected": True, "gateway": "gw", "instance": "i-1", "connection": 1}
+    assert status.presence("CP1", json.dumps(online).encode()) is None
+    assert status.presence("CP2", json.dumps({**online, "instance": "i-2"}).encode()) is None
+    will = {"gateway": "gw", "instance": "i-1", "online": False}
+    assert status.gateway(json.dumps(will).encode()) is None
+    lost = row(status, "CP1")
+    assert lost["status"] == "offline"
+    assert isinstance(lost["presence"], dict) and lost["presence"]["closed_by"] == "gateway_lost"
+    assert row(status, "CP2")["status"] == "online"
+    # A document naming the lost instance that arrives later is offline too.
+    assert status.presence("CP3", json.dumps(online).encode()) is None
+    assert row(status, "CP3")["status"] == "offline"
+    assert status.gateway(b"{}") is not None
+
+
+def test_topic_filters_match_as_mqtt_does() -> None:
+    assert topic_matches("ocpp-gateway/gateways/+", "ocpp-gateway/gateways/gw1")
+    assert not topic_matches("ocpp-gateway/gateways/+", "ocpp-gateway/gateways/gw1/check")
+    assert topic_matches("a/#", "a/b/c")
+    assert not topic_matches("a/b", "a")
