@@ -16,16 +16,20 @@ import subprocess
 import sys
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 from awscrt import io as awscrt_io
+from awscrt.exceptions import AwsCrtError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway.links import LinkLost, build_link, tls
 from gateway.links.claims import Claim
+from gateway.links.connection import SESSION_TAKEN_OVER, Down, DownReason
+from gateway.links.crt_connection import CrtConnection
+from gateway.links.per_cp import PerCpChannel
 from gateway.observability import Metrics
 from gateway.settings import Settings
 from tests.support.gateway import REPO_ROOT, GatewayProcess, running_gateway, ws_url
@@ -39,6 +43,7 @@ from tests.support.tls import (
     link_setup,
     make_pki,
 )
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -298,6 +303,85 @@ async def test_a_newer_claim_gives_the_cp_up_for_good(tls_broker: TlsBroker, imp
     finally:
         await channel.close()
         await link.close()
+
+
+async def taken_over_by_the_crt(
+    tls_broker: TlsBroker, cp_id: str, retained_claim: Callable[[Claim], Claim]
+) -> tuple[list[LinkLost], list[Down], bool]:
+    """What the channel lost, what its connection reported, and whether it is up again."""
+    # AWS IoT Core says "session taken over" (0x8E); Mosquitto 2.0 cannot, so the CRT's report
+    # is played here, after the claim topic was given `retained_claim(the channel's claim)`.
+    settings = Settings(_env_file=None, mqtt_url=tls_broker.plain_url, link_impl="awscrt")
+    link = build_link(settings, Metrics(), "gw-test")
+    await link.start()
+    lost: list[LinkLost] = []
+
+    async def deliver(payload: bytes) -> None:
+        pass
+
+    opened = await link.open_channel(cp_id, "ocpp2.0.1", deliver, lost.append)
+    assert isinstance(opened, PerCpChannel)
+    channel: PerCpChannel = opened
+    connection = channel._connection
+    assert isinstance(connection, CrtConnection)
+    downs: list[Down] = []
+
+    class Spy:
+        """Sees what the connection reports to the channel."""
+
+        def connection_up(self) -> None:
+            channel.connection_up()
+
+        def connection_down(self, down: Down) -> None:
+            downs.append(down)
+            channel.connection_down(down)
+
+        def message(self, topic: str, payload: bytes) -> None:
+            channel.message(topic, payload)
+
+    connection._events = Spy()
+    callbacks = connection._current
+    assert callbacks is not None and callbacks.client is not None
+    # What the CRT thread does before reporting the drop of a client that must not reconnect.
+    callbacks.client.stop()
+    await asyncio.wait_for(callbacks.stopped.wait(), 5)
+    claim_topic = f"ocpp-gateway/claims/{cp_id}"
+    async with mqtt_peer(tls_broker.plain_url) as peer:
+        claim = retained_claim(channel.claim).encode()
+        await peer.client.publish(claim_topic, claim, qos=1, retain=True)
+    try:
+        error = AwsCrtError(0, "AWS_ERROR_MQTT5_DISCONNECT_RECEIVED", "the server sent DISCONNECT")
+        connection.dropped(callbacks, SESSION_TAKEN_OVER, error, False)
+        assert downs == [Down(DownReason.TAKEN_OVER, "session taken over")]
+        # The channel asks the probe for the retained claim: the link must still be running.
+        await until(lambda: bool(lost) or connection.up, timeout=10, what="the channel's choice")
+        await asyncio.sleep(0.5)  # time for a wrong second decision
+        up_again = connection.up and connection._current is not callbacks
+    finally:
+        await channel.close()
+        await link.close()
+        async with mqtt_peer(tls_broker.plain_url) as peer:
+            await peer.client.publish(claim_topic, b"", qos=1, retain=True)
+    return lost, downs, up_again
+
+
+async def test_awscrt_session_taken_over_by_a_newer_claim_gives_the_cp_up_for_good(
+    tls_broker: TlsBroker,
+) -> None:
+    newer = lambda own: Claim(own.at + 1, "gw-other", "other.1")  # noqa: E731
+    lost, downs, up_again = await taken_over_by_the_crt(tls_broker, "CP-TAKEN1", newer)
+    assert lost == [LinkLost.TAKEN_OVER]
+    assert (len(downs), up_again) == (1, False)  # no new client: no reconnect war
+
+
+async def test_awscrt_session_taken_over_by_an_older_rival_keeps_the_cp(
+    tls_broker: TlsBroker,
+) -> None:
+    """Its own claim is still the newest: an older connection came back; this one reconnects
+    (which drops the rival, which then finds the newer claim and gives up)."""
+    lost, downs, up_again = await taken_over_by_the_crt(tls_broker, "CP-TAKEN2", lambda own: own)
+    assert lost == []
+    assert (len(downs), up_again) == (1, True)
 
 
 async def test_closed_channels_are_freed(link: LinkUnderTest) -> None:

@@ -1,4 +1,5 @@
-from gateway.links.claims import Claim, decode_claim
+from gateway.links.broker import PROCESS_NONCE
+from gateway.links.claims import Claim, decode_claim, next_connection_id
 
 
 def test_newest_claim_wins_with_deterministic_ties() -> None:
@@ -24,3 +25,9 @@ def test_claims_round_trip_and_garbage_is_ignored() -> None:
         b'{"at": NaN, "gateway": "g", "connection": "c"}',
     ]:
         assert decode_claim(garbage) is None
+
+
+def test_connection_ids_are_unique_and_name_the_process() -> None:
+    first, second = next_connection_id(), next_connection_id()
+    assert first != second
+    assert first.split(".")[0] == second.split(".")[0] == PROCESS_NONCE
