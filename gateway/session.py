@@ -16,7 +16,8 @@ from websockets.exceptions import ConnectionClosed
 from gateway import closes, presence
 from gateway.closes import Close
 from gateway.cp_stats import CpStats
-from gateway.links.base import BrokerUnavailable, Channel, Link, LinkLost
+from gateway.links.base import BrokerUnavailable, Channel, Link, LinkLost, TakenOver
+from gateway.notices import UNDELIVERED_REASONS
 from gateway.observability import Metrics
 from gateway.ocppj import FrameProblem, call_error, frame_problem
 from gateway.presence import ClosedBy, Presence
@@ -53,6 +54,7 @@ class Session:
         self._finished = asyncio.Event()
         self._closing = False
         self._closed_by: ClosedBy | None = None
+        self._channel: Channel | None = None
         self._background: set[asyncio.Task[None]] = set()
         # Set while a CP frame waits for the broker: the WebSocket is not read meanwhile, so
         # TCP holds the CP back. The gateway counts long waits as backpressure.
@@ -87,6 +89,12 @@ class Session:
             self._log.warning("cp.refused", reason="broker unavailable", error=str(exc))
             await self.close(closes.broker_unavailable(), ClosedBy.BROKER_LOSS)
             return
+        except TakenOver:
+            self._metrics.takeovers.labels(where="other_gateway").inc()
+            self._log.info("cp.taken_over", by="another gateway", while_opening=True)
+            await self.close(closes.taken_over_by_other_gateway(), ClosedBy.TAKEOVER)
+            return
+        self._channel = channel
         self._metrics.connections.inc()
         self._log.info("cp.connected", subprotocol=self.subprotocol)
         started = time.monotonic()
@@ -162,7 +170,9 @@ class Session:
 
     async def _check_and_send(self, payload: bytes) -> None:
         if self._closing:
-            self._drop_outbound("cp_disconnected", "the charge point is being disconnected")
+            self._drop_outbound(
+                "cp_disconnected", "the charge point is being disconnected", payload
+            )
             return
         try:
             text = payload.decode()
@@ -180,11 +190,15 @@ class Session:
             async with asyncio.timeout(self._write_timeout):
                 await self._websocket.send(text)
         except ConnectionClosed:
-            self._drop_outbound("cp_disconnected", "the charge point is no longer connected")
+            self._drop_outbound(
+                "cp_disconnected", "the charge point is no longer connected", payload
+            )
             return
         except TimeoutError:
             self._metrics.write_timeouts.inc()
-            self._drop_outbound("cp_not_reading", f"not accepted within {self._write_timeout} s")
+            self._drop_outbound(
+                "cp_not_reading", f"not accepted within {self._write_timeout} s", payload
+            )
             self._in_background(self._close_not_reading())
             return
         bridged = self._metrics.bridged
@@ -199,8 +213,10 @@ class Session:
                 await self.close(closes.cp_not_reading(self._write_timeout))
         self._websocket.transport.abort()
 
-    def _drop_outbound(self, reason: str, description: str) -> None:
+    def _drop_outbound(self, reason: str, description: str, message: bytes | None = None) -> None:
         self._metrics.frames_dropped.labels(direction="out", reason=reason).inc()
+        if message is not None and reason in UNDELIVERED_REASONS and self._channel is not None:
+            self._channel.report_undelivered(message, reason)
         self._log.warning("frame.dropped", direction="out", reason=reason, description=description)
 
     def _on_link_lost(self, reason: LinkLost) -> None:

@@ -231,6 +231,10 @@ class Settings(BaseSettings):
         "{cp_id}/presence",
         description="retained presence documents: connected or not, which gateway, close code",
     )
+    topic_undelivered: str = Field(
+        "{cp_id}/undelivered",
+        description="notices of messages from `<cpId>/out` that could not reach the CP",
+    )
     out_queue_limit: int = Field(
         1000, ge=1, description="messages waiting for a slow CP before new ones are dropped"
     )

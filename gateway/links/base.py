@@ -26,6 +26,10 @@ class LinkLost(StrEnum):
     BROKER_UNAVAILABLE = "broker_unavailable"
 
 
+class TakenOver(Exception):
+    """A newer connection of the charge point (on another replica) took it while this opened."""
+
+
 class BrokerUnavailable(Exception):
     """The broker could not take a frame within the grace period; the CP should retry later."""
 
@@ -37,6 +41,9 @@ OnLost = Callable[[LinkLost], None]
 class Channel(Protocol):
     async def publish(self, frame: bytes) -> None:
         """Publish one frame from the CP; returns once the broker has it (QoS 1: PUBACK)."""
+
+    def report_undelivered(self, message: bytes, reason: str) -> None:
+        """Tell the CSMS, in the background, that a message from the broker missed the CP."""
 
     async def close(self, farewell: bytes | None = None) -> None:
         """End the channel; it never touches another channel of the same charge point.

@@ -55,6 +55,7 @@ class BrokerSettings:
     topic_claim: str = "ocpp-gateway/claims/{cp_id}"
     topic_gateway: str = "ocpp-gateway/gateways/{gateway_id}"
     topic_presence: str = "{cp_id}/presence"
+    topic_undelivered: str = "{cp_id}/undelivered"
     out_queue_limit: int = 1000
     nonce: str = field(default_factory=_new_nonce)
 

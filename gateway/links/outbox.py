@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable
 
 import structlog
 
@@ -23,8 +24,16 @@ FLUSH_ON_CLOSE = 1.0
 
 
 class Outbox:
-    def __init__(self, cp_id: str, deliver: Deliver, limit: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        cp_id: str,
+        deliver: Deliver,
+        limit: int,
+        metrics: Metrics,
+        on_drop: Callable[[bytes], None] | None = None,
+    ) -> None:
         self._cp_id = cp_id
+        self._on_drop = on_drop
         self._deliver = deliver
         self._limit = limit
         self._metrics = metrics
@@ -38,6 +47,8 @@ class Outbox:
             return
         if len(self._pending) >= self._limit:
             self._drop()
+            if self._on_drop is not None:
+                self._on_drop(payload)
             return
         self._pending.append(payload)
         if self._sender is None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 import structlog
 
 from gateway.backoff import backoff_delays
-from gateway.links.base import BrokerUnavailable, Channel, Deliver, LinkLost, OnLost
+from gateway.links.base import BrokerUnavailable, Channel, Deliver, LinkLost, OnLost, TakenOver
 from gateway.links.broker import BrokerSettings, ConnectionFactory
 from gateway.links.claims import Claim, decode_claim, next_connection_id
 from gateway.links.connection import (
@@ -46,6 +47,7 @@ from gateway.links.connection import (
 from gateway.links.grace import publish_within_grace
 from gateway.links.outbox import Outbox
 from gateway.links.probe import BrokerProbe
+from gateway.notices import undelivered
 from gateway.observability import Metrics
 from gateway.presence import Presence
 
@@ -111,7 +113,14 @@ class PerCpChannel:
         self._presence_topic = broker.topic_presence.format(cp_id=cp_id)
         self._presence = presence
         self._properties = (("subprotocol", subprotocol),)
-        self._outbox = Outbox(cp_id, deliver, broker.out_queue_limit, link.metrics)
+        self._undelivered_topic = broker.topic_undelivered.format(cp_id=cp_id)
+        self._outbox = Outbox(
+            cp_id,
+            deliver,
+            broker.out_queue_limit,
+            link.metrics,
+            on_drop=lambda message: self.report_undelivered(message, "cp_too_slow"),
+        )
         self._connected = asyncio.Event()  # connected and subscribed
         self._ended = asyncio.Event()
         # Settled by the next event of a connection attempt: None when up, else why not.
@@ -138,9 +147,19 @@ class PerCpChannel:
             await self._publish_claim()
         except LinkError as exc:
             raise BrokerUnavailable(f"cannot publish the claim: {exc}") from exc
+        deadline = time.monotonic() + self._broker.mqtt_timeout
         failure = await self._connect_and_subscribe(self._broker.mqtt_timeout)
-        if failure is not None:
-            raise BrokerUnavailable(f"cannot open the broker channel: {failure}")
+        while failure is not None:
+            # Dropped while opening: by a newer rival (give up), by an older one whose late
+            # claim was just answered with ours (connect again), or the broker failed.
+            newer = await self._lost_to_newer()
+            if newer:
+                raise TakenOver(self.cp_id)
+            remaining = deadline - time.monotonic()
+            if newer is None or remaining <= 0:
+                raise BrokerUnavailable(f"cannot open the broker channel: {failure}")
+            await asyncio.sleep(random.uniform(0, min(0.1, remaining)))
+            failure = await self._connect_and_subscribe(max(0.1, deadline - time.monotonic()))
 
     async def publish(self, frame: bytes) -> None:
         await publish_within_grace(
@@ -151,18 +170,29 @@ class PerCpChannel:
             on_resend=self._metrics.frames_resent.inc,
         )
 
+    def report_undelivered(self, message: bytes, reason: str) -> None:
+        notice = undelivered(self.cp_id, message, reason, time.time())
+        self._spawn(self._publish_quietly(self._undelivered_topic, notice))
+
+    async def _publish_quietly(self, topic: str, payload: bytes) -> None:
+        with contextlib.suppress(LinkError):
+            await self._connection.publish(topic, payload)
+
     async def close(self, farewell: bytes | None = None) -> None:
+        await self._outbox.close()  # what is queued reaches the CP, or is reported undelivered
         if farewell is not None and self._connected.is_set():
             await self._announce(farewell)
+        current = asyncio.current_task()
+        pending = {task for task in self._tasks if task is not current}
+        if pending and self._connected.is_set():  # notices on their way to the broker
+            await asyncio.wait(pending, timeout=self._broker.mqtt_timeout)
         self._ended.set()
         self._connected.clear()
-        current = asyncio.current_task()
         for task in [self._recovery, *self._tasks]:
             if task is not None and task is not current:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await self._outbox.close()
         await self._connection.stop()
 
     # -- connection events -----------------------------------------------------------------
@@ -217,7 +247,7 @@ class PerCpChannel:
         """After a drop: give the CP up if a newer connection has it, else reconnect in time."""
         try:
             deadline = time.monotonic() + self._broker.broker_grace
-            if down.reason is not DownReason.STALLED and await self._lost_to_newer():
+            if down.reason is not DownReason.STALLED and await self._lost_to_newer() is True:
                 self._end(LinkLost.TAKEN_OVER)
                 return
             self._log.warning("broker.channel_lost", error=describe(down))
@@ -231,17 +261,22 @@ class PerCpChannel:
                     self._metrics.link_reconnects.inc()
                     self._log.info("broker.channel_restored")
                     return
+                if await self._lost_to_newer() is True:  # a rival kept dropping this one
+                    self._end(LinkLost.TAKEN_OVER)
+                    return
                 remaining = deadline - time.monotonic()
                 await asyncio.sleep(max(0.0, min(next(delays), remaining)))
             self._end(LinkLost.BROKER_UNAVAILABLE)
         finally:
             self._recovery = None
 
-    async def _lost_to_newer(self) -> bool:
+    async def _lost_to_newer(self) -> bool | None:
+        """True: a newer claim holds the CP. False: this one is the newest (an older claim was
+        answered with it). None: the broker cannot say, so it is the broker's problem."""
         payload = await self._probe.read_retained(self._claim_topic)
         current = decode_claim(payload) if payload else None
         if current is None:
-            return False  # the broker cannot say: treat it as the broker's problem
+            return None
         if current > self.claim:
             return True
         if current < self.claim:

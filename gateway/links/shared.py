@@ -40,6 +40,7 @@ from gateway.links.connection import (
 from gateway.links.grace import publish_within_grace
 from gateway.links.outbox import Outbox
 from gateway.links.probe import check_forever, explain_unreachable
+from gateway.notices import undelivered
 from gateway.observability import Metrics
 from gateway.presence import Presence, gateway_status
 from gateway.tasks import cancel_and_wait
@@ -149,6 +150,14 @@ class SharedLink:
                 await asyncio.gather(
                     *(each.announce_online() for each in channels[start : start + 500])
                 )
+
+    def publish_in_background(self, topic: str, payload: bytes) -> None:
+        self._in_background(self._publish_quietly(topic, payload))
+
+    async def _publish_quietly(self, topic: str, payload: bytes) -> None:
+        if self.ready:
+            with contextlib.suppress(LinkError):
+                await self.connection.publish(topic, payload)
 
     def reassert(self, channel: SharedChannel) -> None:
         """Publish the channel's claim again, in the background."""
@@ -263,7 +272,14 @@ class SharedChannel:
         self.claim_topic = broker.topic_claim.format(cp_id=cp_id)
         # MQTT 5 "no local" on claims: a gateway does not get its own claims back.
         self.subscriptions = [Subscription(self.out_topic), Subscription(self.claim_topic, True)]
-        self.outbox = Outbox(cp_id, deliver, broker.out_queue_limit, link.metrics)
+        self._undelivered_topic = broker.topic_undelivered.format(cp_id=cp_id)
+        self.outbox = Outbox(
+            cp_id,
+            deliver,
+            broker.out_queue_limit,
+            link.metrics,
+            on_drop=lambda message: self.report_undelivered(message, "cp_too_slow"),
+        )
         self._properties = (("subprotocol", subprotocol),)
         self._ended = asyncio.Event()
 
@@ -293,6 +309,10 @@ class SharedChannel:
         self._ended.set()
         self._link.metrics.link_lost.labels(reason=reason.value).inc()
         self._on_lost(reason)
+
+    def report_undelivered(self, message: bytes, reason: str) -> None:
+        notice = undelivered(self.cp_id, message, reason, time.time())
+        self._link.publish_in_background(self._undelivered_topic, notice)
 
     async def announce_online(self) -> None:
         if self._presence is not None and not self._ended.is_set():

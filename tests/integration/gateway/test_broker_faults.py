@@ -55,7 +55,7 @@ async def test_a_cp_that_does_not_read_is_bounded_counted_and_closed(
 ) -> None:
     async with (
         running_gateway(broker.url, out_queue_limit=50, write_timeout=2.0) as gw,
-        mqtt_peer(broker.url) as csms,
+        mqtt_peer(broker.url, "CP1/undelivered") as csms,
     ):
         # A client that never reads: its receive queue and then TCP fill up.
         ws = await connect(ws_url(gw), subprotocols=["ocpp2.0.1"], max_queue=1, compression=None)
@@ -74,6 +74,10 @@ async def test_a_cp_that_does_not_read_is_bounded_counted_and_closed(
         )
         await until(lambda: len(gw.sessions) == 0, timeout=20, what="the session to end")
         assert metric(gw, 'ocpp_gateway_closes_total{code="1008"}') == 1
+        # The CSMS learns what did not reach the CP.
+        notice = json.loads((await csms.next(timeout=10)).payload)
+        assert (notice["cp_id"], notice["reason"]) == ("CP1", "cp_too_slow")
+        assert notice["message"] == message
         await ws.close()
 
 
@@ -152,7 +156,11 @@ async def test_takeover_races_across_two_gateways_leave_the_newest_connection(
             for cp_id, (older, newer) in zip(ids, pairs, strict=True):
                 with pytest.raises(ConnectionClosed):
                     await asyncio.wait_for(older.recv(), 15)
-                assert older.close_code == 1000, (cp_id, older.close_code, older.close_reason)
+                assert older.close_code == 1000, (
+                    cp_id,
+                    older.close_code,
+                    [line for each in gateways for line in each.log().splitlines() if cp_id in line],
+                )
                 await newer.send(f'[2,"{cp_id}","Heartbeat",{{}}]')
             arrived = {json.loads((await csms.next(timeout=15)).payload)[1] for _ in ids}
             assert arrived == set(ids)
