@@ -76,9 +76,9 @@ def _case(rng: random.Random, n: int) -> Case:
     if kind == 7:  # a payload that is not an object
         payload = rng.choice(["[]", "1", '"x"', "null", "true"])
         return Case(f'[2,"{mid}","Heartbeat",{payload}]', "FormatViolation", mid)
-    if kind == 8:  # an unknown message type
+    if kind == 8:  # an unknown message type (5 and 6 are OCPP 2.1)
         return Case(
-            f'[{rng.randint(5, 99)},"{mid}","Heartbeat",{{}}]', "MessageTypeNotSupported", mid
+            f'[{rng.randint(7, 99)},"{mid}","Heartbeat",{{}}]', "MessageTypeNotSupported", mid
         )
     if kind == 9:  # an action that is not a non-empty string
         action = rng.choice(['""', "5", "null", "[]"])
