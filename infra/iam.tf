@@ -27,8 +27,11 @@ resource "aws_iam_role_policy_attachment" "execution" {
 }
 
 locals {
-  shared_link  = lookup(local.gateway_environment, "GATEWAY_LINK_MODE", "per-cp") == "shared"
-  claim_topics = replace(lookup(local.gateway_environment, "GATEWAY_TOPIC_CLAIM", "ocpp-gateway/claims/{cp_id}"), "{cp_id}", "*")
+  shared_link        = lookup(local.gateway_environment, "GATEWAY_LINK_MODE", "per-cp") == "shared"
+  presence_topics    = replace(lookup(local.gateway_environment, "GATEWAY_TOPIC_PRESENCE", "{cp_id}/presence"), "{cp_id}", "*")
+  undelivered_topics = replace(lookup(local.gateway_environment, "GATEWAY_TOPIC_UNDELIVERED", "{cp_id}/undelivered"), "{cp_id}", "*")
+  gateway_topics     = replace(lookup(local.gateway_environment, "GATEWAY_TOPIC_GATEWAY", "ocpp-gateway/gateways/{gateway_id}"), "{gateway_id}", "*")
+  claim_topics       = replace(lookup(local.gateway_environment, "GATEWAY_TOPIC_CLAIM", "ocpp-gateway/claims/{cp_id}"), "{cp_id}", "*")
 
   # The registry events watcher's topic filter (blank: off), and as a policy resource.
   registry_events_topic = trimspace(local.gateway_environment["GATEWAY_REGISTRY_EVENTS_TOPIC"])
@@ -98,28 +101,35 @@ data "aws_iam_policy_document" "gateway_iot" {
     resources = ["${local.iot_arn_prefix}:topicfilter/*/out"]
   }
 
-  # GATEWAY_LINK_MODE=shared: replicas announce which one holds a CP on the claim topics.
-  dynamic "statement" {
-    for_each = local.shared_link ? [1] : []
-    content {
-      sid       = "ClaimChargePoints"
-      actions   = ["iot:Publish", "iot:Receive"]
-      resources = ["${local.iot_arn_prefix}:topic/${local.claim_topics}"]
-    }
+  # Replicas announce which one holds a CP on the claim topics (retained with the per-CP link).
+  statement {
+    sid       = "ClaimChargePoints"
+    actions   = ["iot:Publish", "iot:RetainPublish", "iot:Receive"]
+    resources = ["${local.iot_arn_prefix}:topic/${local.claim_topics}"]
   }
 
-  dynamic "statement" {
-    for_each = local.shared_link ? [1] : []
-    content {
-      sid       = "WatchClaims"
-      actions   = ["iot:Subscribe"]
-      resources = ["${local.iot_arn_prefix}:topicfilter/${local.claim_topics}"]
-    }
+  statement {
+    sid       = "WatchClaims"
+    actions   = ["iot:Subscribe"]
+    resources = ["${local.iot_arn_prefix}:topicfilter/${local.claim_topics}"]
+  }
+
+  # Presence documents (retained, and as wills), undelivered notices, the gateway's own status
+  # and liveness checks.
+  statement {
+    sid     = "PublishPresence"
+    actions = ["iot:Publish", "iot:RetainPublish"]
+    resources = [
+      "${local.iot_arn_prefix}:topic/${local.presence_topics}",
+      "${local.iot_arn_prefix}:topic/${local.undelivered_topics}",
+      "${local.iot_arn_prefix}:topic/${local.gateway_topics}",
+      "${local.iot_arn_prefix}:topic/${local.gateway_topics}/check",
+    ]
   }
 }
 
 # Everything a gateway does on the broker: the above, and the registry events watcher
-# (gateway/registry/events.py), which connects as `ocpp-gateway-events-<gateway id>` and
+# (gateway/registry/events.py), which connects as `ocpp-gateway:events:<gateway id>:<nonce>` and
 # subscribes to Thing-deleted events. The task role (SigV4) and the IoT policy (a device
 # certificate) both get this document.
 data "aws_iam_policy_document" "gateway_broker" {
@@ -131,7 +141,7 @@ data "aws_iam_policy_document" "gateway_broker" {
     content {
       sid       = "ConnectEventsWatcher"
       actions   = ["iot:Connect"]
-      resources = ["${local.iot_arn_prefix}:client/ocpp-gateway-events-*"]
+      resources = ["${local.iot_arn_prefix}:client/ocpp-gateway:events:*"]
     }
   }
 

@@ -309,7 +309,7 @@ class CrtConnection:
         self._events = events
         self._timeout = factory.broker.mqtt_timeout
         self._qos = _QOS[factory.broker.qos]
-        self._inbox = factory.inbox()
+        self._inbox: LoopInbox | None = None  # the running loop's, from the first start()
         self._resume = not options.clean_start
         self._current: _Callbacks | None = None  # the live client's, None once stopped
         self._up = False
@@ -322,6 +322,8 @@ class CrtConnection:
     def start(self) -> None:
         if self._current is not None:
             return
+        if self._inbox is None:
+            self._inbox = self._factory.inbox()
         callbacks = _Callbacks(self, self._inbox, stop_when_dropped=not self._options.reconnect)
         client = mqtt5.Client(self._factory.client_options(self._options, self._resume, callbacks))
         callbacks.client = client
@@ -426,6 +428,7 @@ class CrtConnection:
         callbacks = self._current
         try:
             async with asyncio.timeout(self._timeout):
+                assert self._inbox is not None  # set by start(), before any operation
                 return await _on_loop(future, self._inbox)
         except TimeoutError:
             self._stall(callbacks, f"no acknowledgement of {what} within {self._timeout} s")

@@ -190,8 +190,8 @@ run "cpu_target_tracking_defaults_to_60_percent" {
     error_message = "default CPU target must be 60%"
   }
   assert {
-    condition     = [for s in data.aws_iam_policy_document.gateway_iot.statement : s.sid] == ["ConnectAsChargePoints", "PublishChargePointFrames", "ReceiveAnswers", "SubscribeToAnswers"]
-    error_message = "the per-CP link needs exactly these four IoT permissions"
+    condition     = [for s in data.aws_iam_policy_document.gateway_iot.statement : s.sid] == ["ConnectAsChargePoints", "PublishChargePointFrames", "ReceiveAnswers", "SubscribeToAnswers", "ClaimChargePoints", "WatchClaims", "PublishPresence"]
+    error_message = "the gateway needs exactly these IoT permissions: frames, claims, presence"
   }
   assert {
     condition     = aws_appautoscaling_target.gateway.min_capacity == 1 && aws_appautoscaling_target.gateway.max_capacity == 10
@@ -222,7 +222,7 @@ run "thing_events_on_and_the_watcher_allowed_by_default" {
   }
   assert {
     condition = [for s in data.aws_iam_policy_document.gateway_broker.statement : [s.sid, one(s.actions), one(s.resources)]] == [
-      ["ConnectEventsWatcher", "iot:Connect", "arn:aws:iot:us-east-1:123456789012:client/ocpp-gateway-events-*"],
+      ["ConnectEventsWatcher", "iot:Connect", "arn:aws:iot:us-east-1:123456789012:client/ocpp-gateway:events:*"],
       ["SubscribeToRegistryEvents", "iot:Subscribe", "arn:aws:iot:us-east-1:123456789012:topicfilter/$aws/events/thing/*/deleted"],
       ["ReceiveRegistryEvents", "iot:Receive", "arn:aws:iot:us-east-1:123456789012:topic/$aws/events/thing/*/deleted"],
     ]
@@ -275,7 +275,7 @@ run "watcher_permissions_follow_an_overridden_topic" {
 
   assert {
     condition = [for s in data.aws_iam_policy_document.gateway_broker.statement : one(s.resources)] == [
-      "arn:aws:iot:us-east-1:123456789012:client/ocpp-gateway-events-*",
+      "arn:aws:iot:us-east-1:123456789012:client/ocpp-gateway:events:*",
       "arn:aws:iot:us-east-1:123456789012:topicfilter/fleet/registry/*/deleted",
       "arn:aws:iot:us-east-1:123456789012:topic/fleet/registry/*/deleted",
     ]
@@ -321,7 +321,7 @@ run "scaling_settings_follow_the_variables" {
   }
   assert {
     condition     = contains([for s in data.aws_iam_policy_document.gateway_iot.statement : s.sid], "ClaimChargePoints")
-    error_message = "the shared link needs the claim topics"
+    error_message = "the links need the claim topics"
   }
 }
 

@@ -134,7 +134,21 @@ def test_task_role_may_only_bridge_charge_points(deployment: Deployment) -> None
         "PublishChargePointFrames": (["iot:Publish"], [f"{prefix}:topic/*/in"]),
         "ReceiveAnswers": (["iot:Receive"], [f"{prefix}:topic/*/out"]),
         "SubscribeToAnswers": (["iot:Subscribe"], [f"{prefix}:topicfilter/*/out"]),
-        "ConnectEventsWatcher": (["iot:Connect"], [f"{prefix}:client/ocpp-gateway-events-*"]),
+        "ClaimChargePoints": (
+            ["iot:Publish", "iot:Receive", "iot:RetainPublish"],
+            [f"{prefix}:topic/ocpp-gateway/claims/*"],
+        ),
+        "WatchClaims": (["iot:Subscribe"], [f"{prefix}:topicfilter/ocpp-gateway/claims/*"]),
+        "PublishPresence": (
+            ["iot:Publish", "iot:RetainPublish"],
+            [
+                f"{prefix}:topic/*/presence",
+                f"{prefix}:topic/*/undelivered",
+                f"{prefix}:topic/ocpp-gateway/gateways/*",
+                f"{prefix}:topic/ocpp-gateway/gateways/*/check",
+            ],
+        ),
+        "ConnectEventsWatcher": (["iot:Connect"], [f"{prefix}:client/ocpp-gateway:events:*"]),
         "SubscribeToRegistryEvents": (
             ["iot:Subscribe"],
             [f"{prefix}:topicfilter/$aws/events/thing/*/deleted"],
@@ -154,7 +168,7 @@ def test_iot_policy_thing_and_rule_to_the_queue(deployment: Deployment) -> None:
     assert "ConnectAsChargePoints" in statements
     prefix = "arn:aws:iot:us-east-1:123456789012"
     assert {sid: statements[sid] for sid in statements if "Events" in sid} == {
-        "ConnectEventsWatcher": (["iot:Connect"], [f"{prefix}:client/ocpp-gateway-events-*"]),
+        "ConnectEventsWatcher": (["iot:Connect"], [f"{prefix}:client/ocpp-gateway:events:*"]),
         "SubscribeToRegistryEvents": (
             ["iot:Subscribe"],
             [f"{prefix}:topicfilter/$aws/events/thing/*/deleted"],
