@@ -196,6 +196,7 @@ class Processor:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
                 await self._outbox.drain(self.settings.shutdown_timeout)
+                await self._leave_the_group(client)
                 return
             reader.result()  # raises the MqttError that ended the connection
 
@@ -216,6 +217,13 @@ class Processor:
             for code in granted:
                 if getattr(code, "is_failure", False):
                     raise SubscriptionRefused(f"the broker refused {topic_filter!r}: {code}")
+
+    async def _leave_the_group(self, client: aiomqtt.Client) -> None:
+        """Unsubscribe before a clean stop: a kept session in the share group would otherwise
+        be handed its share of the calls until it expires, with nobody to answer them."""
+        shared = self._topic_in.shared_filter(self.settings.share_group)
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.unsubscribe(shared)
 
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:

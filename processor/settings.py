@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     )
     reconnect_max_delay: float = Field(default=5.0, gt=0)
     session_expiry: int = Field(
-        default=300,
+        default=30,
         ge=0,
         description="seconds the broker keeps the processor's session (and queues calls for it) "
         "while it reconnects",
