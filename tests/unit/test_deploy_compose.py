@@ -65,6 +65,7 @@ def test_every_port_is_published_on_loopback_only_by_default(
         "mosquitto": {"127.0.0.1"},
         "gateway": {"127.0.0.1"},
         "loadbalancer": {"127.0.0.1"},
+        "processor": {"127.0.0.1"},  # the status page
     }
 
 
