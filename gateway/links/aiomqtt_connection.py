@@ -45,6 +45,7 @@ log = structlog.get_logger(__name__)
 PENDING_CALLS_WARNING = 1_000_000
 MAX_INFLIGHT = 65535
 _FIRST_FAILURE = 0x80
+NUDGE_INTERVAL = 0.25
 
 
 def make_client(
@@ -146,10 +147,13 @@ class AiomqttConnection:
 
     async def _run_once(self) -> tuple[Down, bool]:
         client = self._new_client()
+        nudge = asyncio.create_task(_write_pending(client))
         try:
             await client.__aenter__()
         except aiomqtt.MqttError as exc:
             return Down(DownReason.DROPPED, f"cannot connect: {_describe(exc)}"), False
+        finally:
+            nudge.cancel()
         self._resume = True
         self._stalled = None
         self._client = client
@@ -263,6 +267,22 @@ class AiomqttConnection:
         if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+async def _write_pending(client: aiomqtt.Client) -> None:
+    """Write what paho has queued while the CONNECT waits for its CONNACK.
+
+    aiomqtt registers the socket's writer from paho's connecting thread; when a socket of a
+    closing connection had the same file descriptor a moment before, that registration can be
+    lost (seen under uvloop during takeovers), and the CONNECT would sit unsent. Writing from
+    here is harmless when nothing is pending.
+    """
+    paho_client = client._client
+    while True:
+        await asyncio.sleep(NUDGE_INTERVAL)
+        if paho_client.want_write():
+            with contextlib.suppress(Exception):
+                paho_client.loop_write()
 
 
 async def _disconnect(client: aiomqtt.Client, within: float) -> None:

@@ -126,6 +126,8 @@ class PerCpChannel:
         # Settled by the next event of a connection attempt: None when up, else why not.
         self._attempt: asyncio.Future[str | None] | None = None
         self._recovery: asyncio.Task[None] | None = None
+        self._opened = False  # until then a drop is open()'s to handle, not a recovery's
+        self._dropped_while_opening: Down | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._log = log.bind(cp_id=cp_id)
         self._connection = link.connect(
@@ -144,11 +146,27 @@ class PerCpChannel:
     async def open(self) -> None:
         """Claim the CP, connect and subscribe; returns once the subscription is acknowledged."""
         try:
+            await self._open()
+        except BaseException:
+            await self._abandon()
+            raise
+        self._opened = True
+        dropped = self._dropped_while_opening
+        if dropped is not None and not self._connected.is_set():
+            self._start_recovery(dropped)
+
+    def _start_recovery(self, down: Down) -> None:
+        self._recovery = asyncio.create_task(self._recover(down), name=f"recover-{self.cp_id}")
+
+    async def _open(self) -> None:
+        try:
             await self._publish_claim()
         except LinkError as exc:
             raise BrokerUnavailable(f"cannot publish the claim: {exc}") from exc
-        deadline = time.monotonic() + self._broker.mqtt_timeout
-        failure = await self._connect_and_subscribe(self._broker.mqtt_timeout)
+        # Opening gets as long as a reconnect would: the CP has its 101 and waits for nothing.
+        timeout = self._broker.mqtt_timeout
+        deadline = time.monotonic() + max(timeout, self._broker.broker_grace)
+        failure = await self._connect_and_subscribe(timeout)
         while failure is not None:
             # Dropped while opening: by a newer rival (give up), by an older one whose late
             # claim was just answered with ours (connect again), or the broker failed.
@@ -159,7 +177,7 @@ class PerCpChannel:
             if newer is None or remaining <= 0:
                 raise BrokerUnavailable(f"cannot open the broker channel: {failure}")
             await asyncio.sleep(random.uniform(0, min(0.1, remaining)))
-            failure = await self._connect_and_subscribe(max(0.1, deadline - time.monotonic()))
+            failure = await self._connect_and_subscribe(min(timeout, deadline - time.monotonic()))
 
     async def publish(self, frame: bytes) -> None:
         await publish_within_grace(
@@ -186,6 +204,11 @@ class PerCpChannel:
         pending = {task for task in self._tasks if task is not current}
         if pending and self._connected.is_set():  # notices on their way to the broker
             await asyncio.wait(pending, timeout=self._broker.mqtt_timeout)
+        await self._abandon()
+
+    async def _abandon(self) -> None:
+        """Stop everything the channel runs; it never reconnects after this."""
+        current = asyncio.current_task()
         self._ended.set()
         self._connected.clear()
         for task in [self._recovery, *self._tasks]:
@@ -205,8 +228,10 @@ class PerCpChannel:
         self._connected.clear()
         if self._attempt is not None and not self._attempt.done():
             self._attempt.set_result(describe(down))
+        elif not self._opened:
+            self._dropped_while_opening = down  # between the SUBACK and the end of open()
         elif not self._ended.is_set() and self._recovery is None:
-            self._recovery = asyncio.create_task(self._recover(down), name=f"recover-{self.cp_id}")
+            self._start_recovery(down)
 
     def message(self, topic: str, payload: bytes) -> None:
         if topic == self._claim_topic:
@@ -218,6 +243,7 @@ class PerCpChannel:
 
     async def _connect_and_subscribe(self, within: float) -> str | None:
         """Connect (resuming the session after the first time) and subscribe; None when done."""
+        self._dropped_while_opening = None
         self._attempt = asyncio.get_running_loop().create_future()
         self._connection.start()
         failure: str | None

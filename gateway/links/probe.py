@@ -103,7 +103,11 @@ class BrokerProbe:
 
     async def read_retained(self, topic: str) -> bytes | None:
         """The message retained on `topic`, or None (none, or the broker cannot be asked)."""
-        if not self.ready or topic in self._reads:
+        if not self.ready:
+            return None
+        if topic in self._reads:  # another channel of this CP asks already: share its answer
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                return await asyncio.wait_for(asyncio.shield(self._reads[topic]), RETAINED_WAIT)
             return None
         waiter = self._reads[topic] = asyncio.get_running_loop().create_future()
         try:

@@ -140,7 +140,11 @@ async def test_simultaneous_connects_to_two_gateways_leave_exactly_one(
         )
         await asyncio.sleep(1.0)  # then check that nothing flaps
         alive = [ws for ws in (a, b) if ws.close_code is None]
-        assert len(alive) == 1, f"attempt {attempt}: {len(alive)} connections alive"
+        assert len(alive) == 1, (
+            f"attempt {attempt}: {len(alive)} connections alive",
+            [(ws.close_code, ws.close_reason) for ws in (a, b)],
+            [line for g in two_gateways for line in g.log().splitlines() if "CP2" in line][-12:],
+        )
         await round_trip(alive[0], csms, "CP2", f"attempt-{attempt}")
         await asyncio.sleep(0.5)
         assert alive[0].close_code is None
