@@ -51,6 +51,7 @@ from gateway.links.connection import (
 )
 from gateway.links.errors import LinkMisconfigured
 from gateway.links.loop_inbox import LoopInbox
+from gateway.links.nodelay import disable_nagle_towards
 from gateway.links.tls import TlsConfigError, TlsMaterial, load_tls_material
 from gateway.settings import MqttAuth
 
@@ -349,6 +350,8 @@ class CrtConnection:
     def connected(self, callbacks: _Callbacks) -> None:
         if callbacks is not self._current:
             return
+        if self._options.no_delay:  # the CRT has no such option; see nodelay.py
+            disable_nagle_towards(self._factory.endpoint.port)
         self._up = True
         self._resume = True
         self._events.connection_up()

@@ -67,6 +67,7 @@ class SharedLink:
                 receive_maximum=RECEIVE_MAXIMUM,
                 # Presence documents name this gateway instance: if it vanishes, they are stale.
                 will=Will(broker.gateway_topic, self._status(online=False)),
+                no_delay=True,
             ),
             self,
         )

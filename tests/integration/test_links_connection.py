@@ -10,11 +10,13 @@ within about the timeout instead of at the keep-alive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import itertools
 import json
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -134,6 +136,40 @@ async def test_up_subscribe_publish_unsubscribe_and_no_down_for_stop(
     assert events.downs == []  # `stop()` is never reported as a drop
     with pytest.raises(NotConnected):
         await connection.publish(watched, b"stopped")
+
+
+def nodelay_of_sockets_towards(port: int) -> list[int]:
+    """TCP_NODELAY of each of this process's TCP sockets connected to `port`."""
+    found = []
+    for fd in glob.glob("/proc/self/fd/*"):
+        with contextlib.suppress(OSError):
+            sock = socket.socket(fileno=int(fd.rsplit("/", 1)[1]))
+            try:
+                if (
+                    sock.family in (socket.AF_INET, socket.AF_INET6)
+                    and sock.type == socket.SOCK_STREAM
+                    and sock.getpeername()[1] == port
+                ):
+                    found.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            finally:
+                sock.detach()
+    return found
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+async def test_no_delay_turns_nagle_off_on_the_connection(
+    impl: str, broker: MosquittoProcess | MosquittoContainer
+) -> None:
+    """The shared link's frames must not wait for the previous ones' acknowledgements."""
+    connection, events = open_connection(impl, broker.url, no_delay=True)
+    connection.start()
+    try:
+        await asyncio.wait_for(events.is_up.wait(), 10)
+        port = int(broker.url.rsplit(":", 1)[1])
+        flags = nodelay_of_sockets_towards(port)
+        assert flags and all(flags), flags
+    finally:
+        await connection.stop()
 
 
 @pytest.mark.parametrize("impl", IMPLS)
