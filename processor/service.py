@@ -176,7 +176,10 @@ class Processor:
             self.settings.mqtt_keepalive,
             max_inflight_messages=self.settings.max_in_flight,
             socket_options=_socket_options(self.settings.tcp_nodelay),
-            clean_start=self._connections == 0,
+            # Never a clean start: Mosquitto saves no session that began with one, so after
+            # its restart the calls queued for the processor would be gone. The id is unique
+            # per process, so there is no stale session to resume at the first connect.
+            clean_start=False,
             properties=properties,
         )
         # aiomqtt warns about "pending publish calls" past this many; the outbox bounds them.

@@ -145,10 +145,11 @@ cat > "$STATE_DIR/mosquitto.conf" <<CONF
 # Written by scripts/local-stack.sh at each start.
 listener $MQTT_PORT 127.0.0.1
 allow_anonymous true
-# Sessions, their queued messages and retained messages (each CP's state) survive a restart.
+# Sessions, their queued messages and retained messages (each CP's state) survive a restart,
+# even a kill -9 up to the last second: the processor's queued calls are answered afterwards.
 persistence true
 persistence_location $STATE_DIR/
-autosave_interval 60
+autosave_interval 1
 log_dest stderr
 log_type error
 log_type warning
@@ -167,6 +168,9 @@ start mosquitto "" "$(find_mosquitto)" -c "$STATE_DIR/mosquitto.conf"
 for _ in $(seq 50); do port_in_use "$MQTT_PORT" && break; sleep 0.1; done
 
 export PROCESSOR_MQTT_URL="mqtt://127.0.0.1:$MQTT_PORT" PROCESSOR_HTTP_PORT=${PROCESSOR_HTTP_PORT:-8000}
+# One processor here: a plain subscription, which (unlike a shared one) Mosquitto keeps across
+# its restarts, so calls published while the processor reconnects are still answered.
+export PROCESSOR_SHARE_GROUP=${PROCESSOR_SHARE_GROUP-}
 export GATEWAY_MQTT_URL="mqtt://127.0.0.1:$MQTT_PORT"
 export GATEWAY_PORT
 export GATEWAY_REGISTRY=${GATEWAY_REGISTRY:-file}

@@ -6,6 +6,7 @@ for one) would answer the same calls.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.mosquitto import MosquittoProcess
+from tests.support.mosquitto import MosquittoProcess, start_broker
 from tests.support.mqtt import MqttPeer, Received, mqtt_peer
 from tests.support.processor import running_processor, send_frame
 from tests.support.waiting import until
@@ -181,6 +182,35 @@ async def test_answers_again_after_the_broker_restarts(private_broker: Mosquitto
         async with mqtt_peer(private_broker.url, "CPA6/out") as gateway_side:
             await send_frame(gateway_side, "CPA6", heartbeat("after"))
             assert (await next_json(gateway_side))[1][1] == "after"
+
+
+async def test_calls_published_while_it_reconnects_after_a_kill_9_are_answered(
+    tmp_path: Path,
+) -> None:
+    """The local stack's broker keeps sessions (saved every second) and its one processor
+    subscribes without a share group (Mosquitto forgets shared subscriptions when it restarts):
+    the session survives a kill -9, so calls published before it has reconnected wait for it."""
+    persistence = ["persistence true", f"persistence_location {tmp_path}/", "autosave_interval 1"]
+    if os.geteuid() == 0:  # as root, Mosquitto would switch to a user that cannot write there
+        persistence.append("user root")
+    broker = start_broker(persistence)
+    try:
+        async with running_processor(broker.url, share_group="") as processor:
+            await asyncio.sleep(3.0)  # the processor's session is on disk (saved every 1-2 s)
+            assert broker.process is not None
+            broker.process.kill()
+            broker.process.wait()
+            broker.process = None
+            await asyncio.sleep(1.0)  # the processor backs off meanwhile
+            broker.start()
+            async with mqtt_peer(broker.url, "CPA7/out") as gateway_side:
+                for n in range(20):
+                    await send_frame(gateway_side, "CPA7", heartbeat(f"while-away-{n}"))
+                answered = [(await next_json(gateway_side))[1][1] for _ in range(20)]
+            assert answered == [f"while-away-{n}" for n in range(20)]
+            assert processor.connections == 2
+    finally:
+        broker.stop()
 
 
 def test_sigterm_stops_the_service_cleanly(
