@@ -94,7 +94,6 @@ class Responder:
         self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
-        clean_start = True
         delays = backoff_delays(initial=0.1, maximum=0.5)
         while True:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -104,12 +103,12 @@ class Responder:
                 "chaos-responder",
                 5.0,
                 30,
-                clean_start=clean_start,
+                # Never a clean start: Mosquitto saves no session that began with one.
+                clean_start=False,
                 properties=properties,
             )
             try:
                 async with client:
-                    clean_start = False
                     await client.subscribe("+/in", qos=1)
                     self.subscribed.set()
                     async for message in client.messages:
