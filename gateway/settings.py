@@ -7,6 +7,7 @@ working.
 
 from __future__ import annotations
 
+import string
 from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Annotated, Self
@@ -74,6 +75,40 @@ def topic_filter_problem(topic_filter: str) -> str | None:
             return "`+` must be a whole level"
     if len(topic_filter.encode()) > 65535:
         return "longer than 65535 bytes"
+    return None
+
+
+# The topic templates filled in with each charge point's id.
+CP_TOPICS = ("topic_in", "topic_out", "topic_claim", "topic_presence", "topic_undelivered")
+_TOPIC_OWNERS = {"cp_id": "charge point", "gateway_id": "gateway"}
+
+
+def topic_template_problem(template: str, placeholder: str) -> str | None:
+    """What makes `template` unusable as a topic name once `{placeholder}` is filled in, or None.
+
+    The template must name `{placeholder}` (without it every charge point, or every replica,
+    would share one topic) and nothing else, and must not hold the wildcards `+` and `#`, which
+    MQTT allows in subscriptions only.
+    """
+    wanted = "{" + placeholder + "}"
+    try:
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in string.Formatter().parse(template)
+            if name is not None
+        ]
+    except ValueError as exc:
+        return f"not a valid template ({exc}); a literal brace is written {{{{ or }}}}"
+    for name, spec, conversion in fields:
+        if name != placeholder:
+            return f"only {wanted} can be filled in, not {{{name}}}"
+        if spec or conversion:
+            return f"{wanted} takes no format spec or conversion"
+    if not fields:
+        owner = _TOPIC_OWNERS.get(placeholder, placeholder)
+        return f"must contain {wanted}, or every {owner} would share one topic"
+    if "+" in template or "#" in template:
+        return "`+` and `#` are wildcards, not allowed in a topic name"
     return None
 
 
@@ -289,6 +324,36 @@ class Settings(BaseSettings):
                 f"GATEWAY_REGISTRY_EVENTS_TOPIC is not a valid MQTT topic filter: {problem}"
             )
         return value
+
+    @field_validator(*CP_TOPICS)
+    @classmethod
+    def _check_cp_topic(cls, value: str) -> str:
+        problem = topic_template_problem(value, "cp_id")
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("topic_gateway")
+    @classmethod
+    def _check_gateway_topic(cls, value: str) -> str:
+        problem = topic_template_problem(value, "gateway_id")
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _check_topics_differ(self) -> Self:
+        """Two kinds of message on one topic would be read as each other (presence as frames)."""
+        seen: dict[str, str] = {}
+        for name in CP_TOPICS:
+            template = getattr(self, name)
+            if template in seen:
+                raise ValueError(
+                    f"GATEWAY_{seen[template].upper()} and GATEWAY_{name.upper()} are both "
+                    f"{template}: each kind of message needs its own topic"
+                )
+            seen[template] = name
+        return self
 
     @model_validator(mode="after")
     def _broker_from_iot_endpoint(self) -> Self:

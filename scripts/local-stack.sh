@@ -16,6 +16,7 @@ VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 MQTT_PORT=${MQTT_PORT:-1883}
 GATEWAY_PORT=${GATEWAY_PORT:-8080}
+PROCESSOR_HTTP_PORT=${PROCESSOR_HTTP_PORT:-8000}  # the status page; 0: off
 STATE_DIR=${STATE_DIR:-.run}  # the broker's config and persistence, readiness markers
 READY_TIMEOUT=${READY_TIMEOUT:-30}
 
@@ -140,6 +141,12 @@ if port_in_use "$MQTT_PORT"; then
   say "another MQTT broker already listens on 127.0.0.1:$taken; this stack runs its own on port $MQTT_PORT"
 fi
 
+if [ "$PROCESSOR_HTTP_PORT" != 0 ] && port_in_use "$PROCESSOR_HTTP_PORT"; then
+  taken=$PROCESSOR_HTTP_PORT
+  PROCESSOR_HTTP_PORT=$(free_port)
+  say "port $taken is already in use; the status page is on port $PROCESSOR_HTTP_PORT"
+fi
+
 # The broker's settings, rewritten at each start (this is the file to read, not to edit).
 cat > "$STATE_DIR/mosquitto.conf" <<CONF
 # Written by scripts/local-stack.sh at each start.
@@ -167,7 +174,7 @@ say "starting mosquitto on 127.0.0.1:$MQTT_PORT (config ${STATE_DIR#"$PWD"/}/mos
 start mosquitto "" "$(find_mosquitto)" -c "$STATE_DIR/mosquitto.conf"
 for _ in $(seq 50); do port_in_use "$MQTT_PORT" && break; sleep 0.1; done
 
-export PROCESSOR_MQTT_URL="mqtt://127.0.0.1:$MQTT_PORT" PROCESSOR_HTTP_PORT=${PROCESSOR_HTTP_PORT:-8000}
+export PROCESSOR_MQTT_URL="mqtt://127.0.0.1:$MQTT_PORT" PROCESSOR_HTTP_PORT
 # One processor here: a plain subscription, which (unlike a shared one) Mosquitto keeps across
 # its restarts, so calls published while the processor reconnects are still answered.
 export PROCESSOR_SHARE_GROUP=${PROCESSOR_SHARE_GROUP-}
@@ -206,7 +213,11 @@ done
 
 mqtt_port_option=""
 [ "$MQTT_PORT" = 1883 ] || mqtt_port_option=" -p $MQTT_PORT"
-say "ready: in another terminal, from the repository root:"
+if [ "$PROCESSOR_HTTP_PORT" != 0 ]; then
+  say "ready: status page on http://localhost:$PROCESSOR_HTTP_PORT; in another terminal, from the repository root:"
+else
+  say "ready: in another terminal, from the repository root:"
+fi
 say "  .venv/bin/python simulator/simulate.py --url ws://localhost:$GATEWAY_PORT --cp-id CP1"
 say "  mosquitto_sub$mqtt_port_option -t '+/in' -t '+/out' -t '+/state' -v"
 # Exit (and stop the others) as soon as any of them stops.

@@ -1,12 +1,15 @@
 """The processor's live status page in a real headless Chromium, fed by a real stack.
 
-A simulated CP boots through the gateway; the page shows it online. A presence document saying
-the CP disconnected (published here, as the gateway does) turns it offline with the close code.
+A simulated CP boots through the gateway; the page shows it online. The operator closes it
+through the gateway's connected-CP API, and the gateway's presence document turns the row offline
+with the close code, the reason and who closed.
 Chromium comes from Debian (`scripts/install-test-tools.sh`); Playwright drives it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import json
 import shutil
 from collections.abc import AsyncIterator
@@ -15,11 +18,11 @@ from typing import Any
 
 import pytest
 
+from gateway.server import Gateway
 from processor.service import Processor
 from processor.status_page import StatusPage
 from tests.support.gateway import running_gateway, ws_url
 from tests.support.mosquitto import MosquittoProcess
-from tests.support.mqtt import mqtt_peer
 from tests.support.processor import running_processor
 from tests.support.simulator_process import SimulatorProcess
 
@@ -27,6 +30,7 @@ pytestmark = pytest.mark.integration
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 INSTALL_HINT = "run scripts/install-test-tools.sh (it installs Debian's chromium)"
+ADMIN_TOKEN = "status-page-test-token-0123456789"
 
 
 def chromium_path() -> str:
@@ -72,13 +76,33 @@ async def status_url(processor: Processor) -> AsyncIterator[str]:
         await page.close()
 
 
+def disconnect(gateway: Gateway, cp_id: str, close: dict[str, Any]) -> int:
+    """`DELETE /cps/<cp_id>` on the gateway's connected-CP API; the HTTP status."""
+    assert gateway.admin is not None
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.admin.port, timeout=10)
+    try:
+        connection.request(
+            "DELETE",
+            f"/cps/{cp_id}",
+            body=json.dumps(close),
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+        )
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
 async def test_a_booted_cp_shows_online_then_offline_with_the_close_code(
     private_broker: MosquittoProcess, processor: Processor, status_url: str, browser_page: Any
 ) -> None:
     page = browser_page
     await page.goto(status_url)
     await page.wait_for_selector("#connection:text('live')", timeout=5000)
-    async with running_gateway(private_broker.url) as gateway:
+    async with running_gateway(
+        private_broker.url, admin_token=ADMIN_TOKEN, admin_port=0
+    ) as gateway:
         simulator = await SimulatorProcess.start(
             "--url", ws_url(gateway, "").rstrip("/"), "--cp-id", "CP1", "--cp-vendor", "Acme",
             "--cp-model", "Wallbox 7", "--cp-version", "4.2.0",
@@ -96,13 +120,13 @@ async def test_a_booted_cp_shows_online_then_offline_with_the_close_code(
             assert await page.locator("#counts").inner_text() == "1 online of 1"
             await page.screenshot(path=str(Path("/tmp") / "status-page-online.png"))
 
-            async with mqtt_peer(private_broker.url, "CP1/presence") as peer:
-                document = {
-                    "connected": False, "gateway": "gw-a", "connection": 1,
-                    "subprotocol": "ocpp2.0.1", "at": "2024-05-01T10:00:00.000Z",
-                    "code": 4000, "reason": "firmware update", "closed_by": "gateway",
-                }  # fmt: skip
-                await peer.client.publish("CP1/presence", json.dumps(document), qos=1, retain=True)
+            # The operator closes CP1 through the gateway's API: the gateway's own presence
+            # document (code, reason, who closed) is what turns the row offline.
+            status = await asyncio.to_thread(
+                disconnect, gateway, "CP1", {"code": 4000, "reason": "firmware update"}
+            )
+            assert status == 200
+            assert await simulator.wait() == 1  # refused by the gateway: no --reconnect
             offline = page.locator('tr[data-cp="CP1"][data-status="offline"]')
             await offline.wait_for(timeout=2000)
             status_text = await offline.locator("td.status").inner_text()

@@ -1,6 +1,7 @@
 """`make run` (scripts/local-stack.sh) as a user meets it: its own broker, also when the MQTT
-port is taken, `ready:` only once the stack answers, the commands it prints working as printed,
-every line named after its process, and a clean Ctrl-C."""
+port is taken, the status page on a free port when its own is taken, `ready:` only once the stack
+answers, the commands it prints working as printed, every line named after its process, and a
+clean Ctrl-C."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 import shlex
 import signal
 import socket
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -47,6 +49,7 @@ async def local_stack(taken_port: int, tmp_path: Path) -> AsyncIterator[Simulato
         env={
             **environment,
             "MQTT_PORT": str(taken_port),
+            "PROCESSOR_HTTP_PORT": str(taken_port),
             "GATEWAY_PORT": str(free_port()),
             "STATE_DIR": str(tmp_path / "run"),
         },
@@ -69,6 +72,11 @@ def printed_command(stack: SimulatorProcess, program: str) -> str:
     raise AssertionError(f"no {program} command printed:\n{stack.output}")
 
 
+def http_get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.headers["Content-Type"]
+
+
 async def test_make_run_uses_its_own_broker_and_its_printed_commands_work(
     local_stack: SimulatorProcess, taken_port: int, tmp_path: Path
 ) -> None:
@@ -78,7 +86,16 @@ async def test_make_run_uses_its_own_broker_and_its_printed_commands_work(
         timeout=60,
     )
     mqtt_port = moved.group(1)
-    await local_stack.wait_for_line(r"^local-stack: ready:", timeout=60)
+    page_moved = await local_stack.wait_for_line(
+        rf"port {taken_port} is already in use; the status page is on port (\d+)", timeout=60
+    )
+    ready = await local_stack.wait_for_line(
+        r"^local-stack: ready: status page on (http://localhost:(\d+)); in another terminal",
+        timeout=60,
+    )
+    assert ready.group(2) == page_moved.group(1)
+    status, content_type = await asyncio.to_thread(http_get, ready.group(1))
+    assert (status, content_type.split(";")[0]) == (200, "text/html")
     await local_stack.wait_for_line(r"^local-stack: +mosquitto_sub ")  # the last line printed
     before_ready = local_stack.output.split("local-stack: ready:")[0]
     assert "gateway.listening" in before_ready

@@ -50,6 +50,10 @@ def start(command: list[str], **env: str) -> subprocess.CompletedProcess[str]:
             {"GATEWAY_SECURITY_PROFILE": "1", "GATEWAY_PASSWORD_FILE": "/nonexistent/passwords"},
             "GATEWAY_PASSWORD_FILE",
         ),
+        (
+            {"GATEWAY_TOPIC_IN": "{cpid}/in", "GATEWAY_MQTT_URL": f"mqtt://u:{SECRET}@broker"},
+            "GATEWAY_TOPIC_IN",
+        ),
     ],
     ids=[
         "url-without-host",
@@ -60,6 +64,7 @@ def start(command: list[str], **env: str) -> subprocess.CompletedProcess[str]:
         "key-without-certificate",
         "ca-file-missing",
         "password-file-missing",
+        "topic-template-misspelt",
     ],
 )
 @pytest.mark.parametrize("command", ["entry-point", "module"])

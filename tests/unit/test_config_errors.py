@@ -69,3 +69,38 @@ def test_secrets_come_from_urls_and_key_material() -> None:
 
 def test_mask_makes_one_line() -> None:
     assert mask(f"bad\n  url mqtt://u:{SECRET}@x", [SECRET]) == "bad url mqtt://u:***@x"
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"topic_in": "{cpid}/in"}, "GATEWAY_TOPIC_IN: only {cp_id} can be filled in, not {cpid}"),
+        ({"topic_out": "{0}/out"}, "GATEWAY_TOPIC_OUT: only {cp_id} can be filled in, not {0}"),
+        ({"topic_in": "{cp_id!r}/in"}, "GATEWAY_TOPIC_IN: {cp_id} takes no format spec"),
+        ({"topic_claim": "claims/{cp_id"}, "GATEWAY_TOPIC_CLAIM: not a valid template"),
+        ({"topic_out": "csms/out"}, "GATEWAY_TOPIC_OUT: must contain {cp_id}, or every charge"),
+        ({"topic_presence": "{cp_id}/+"}, "GATEWAY_TOPIC_PRESENCE: `+` and `#` are wildcards"),
+        ({"topic_undelivered": "{cp_id}/#"}, "GATEWAY_TOPIC_UNDELIVERED: `+` and `#` are wild"),
+        ({"topic_gateway": "gateways/one"}, "GATEWAY_TOPIC_GATEWAY: must contain {gateway_id}"),
+        ({"topic_gateway": "gw/{cp_id}"}, "GATEWAY_TOPIC_GATEWAY: only {gateway_id} can be"),
+        (
+            {"topic_presence": "{cp_id}/in"},
+            "GATEWAY_TOPIC_IN and GATEWAY_TOPIC_PRESENCE are both {cp_id}/in",
+        ),
+    ],
+)
+def test_unusable_topic_templates_name_the_variable(values: dict[str, str], problem: str) -> None:
+    line = describe_validation_error(validation_error(**values), Settings)
+    assert line.startswith(problem), line
+
+
+def test_topic_templates_that_work() -> None:
+    settings = Settings(
+        _env_file=None,
+        topic_in="ocpp/{cp_id}/up",
+        topic_out="ocpp/{cp_id}/down",
+        topic_presence="{{literal}}/{cp_id}",
+        topic_gateway="site-a/gateways/{gateway_id}/status",
+    )
+    assert settings.topic_in.format(cp_id="CP1") == "ocpp/CP1/up"
+    assert settings.topic_presence.format(cp_id="CP1") == "{literal}/CP1"

@@ -13,12 +13,14 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.server import Gateway
-from tests.support.gateway import running_gateway, ws_url
+from tests.support.gateway import REPO_ROOT, running_gateway, ws_url
 from tests.support.mosquitto import MosquittoProcess
 from tests.support.mqtt import MqttPeer
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
+
+TROUBLESHOOTING = REPO_ROOT / "docs" / "troubleshooting.md"
 
 
 async def closed_with(
@@ -91,7 +93,10 @@ async def test_no_supported_subprotocol_closes_1002(
     code, reason, negotiated = await closed_with(ws_url(gateway), offered)
     assert negotiated is None  # handshake completed without Sec-WebSocket-Protocol
     assert code == 1002
-    assert reason is not None and "ocpp2.0.1, ocpp2.0, ocpp1.6" in reason
+    supported = "ocpp2.1, ocpp2.0.1, ocpp2.0, ocpp1.6"
+    assert reason == f"no supported OCPP subprotocol offered; supported: {supported}"
+    # What the troubleshooting guide shows a charge point's owner is what the gateway sends.
+    assert f"close **1002** `{reason}`" in TROUBLESHOOTING.read_text(encoding="utf-8")
 
 
 async def test_configured_protocols(broker: MosquittoProcess) -> None:
