@@ -244,7 +244,15 @@ class Session:
         self._closing = True
         self._closed_by = by
         self._metrics.closes.labels(code=str(close.code)).inc()
-        await self._websocket.close(close.code, close.reason)
+        websocket = self._websocket
+        # A CP that reads nothing keeps even the close frame from leaving (websockets waits for
+        # its buffer to drain first); past the close timeout its connection is dropped.
+        try:
+            async with asyncio.timeout(websocket.close_timeout):
+                await websocket.close(close.code, close.reason)
+        except TimeoutError:
+            self._log.info("cp.close_timed_out", code=close.code)
+            websocket.transport.abort()
 
     @property
     def _about(self) -> presence.Connection:

@@ -2,7 +2,9 @@
 
 The broker connection's reader only puts messages here and never waits for a charge point, so
 one CP that does not read can neither hold up the others nor grow the gateway's memory: past
-`limit` waiting messages, new ones are dropped and counted, and logged once per burst.
+`limit` waiting messages, new ones are dropped and counted, and logged once per burst. Every
+message dropped here, and every one still waiting when the channel closes, is handed to
+`on_undelivered` with the reason, so the CSMS can be told.
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ class Outbox:
         deliver: Deliver,
         limit: int,
         metrics: Metrics,
-        on_drop: Callable[[bytes], None] | None = None,
+        on_undelivered: Callable[[bytes, str], None],
     ) -> None:
         self._cp_id = cp_id
-        self._on_drop = on_drop
+        self._on_undelivered = on_undelivered
         self._deliver = deliver
         self._limit = limit
         self._metrics = metrics
@@ -43,12 +45,13 @@ class Outbox:
         self._closed = False
 
     def put(self, payload: bytes) -> None:
-        if self._closed:
+        if self._closed:  # arrived while the channel was closing
+            self._count_left_behind(1)
+            self._on_undelivered(payload, "cp_disconnected")
             return
         if len(self._pending) >= self._limit:
             self._drop()
-            if self._on_drop is not None:
-                self._on_drop(payload)
+            self._on_undelivered(payload, "cp_too_slow")
             return
         self._pending.append(payload)
         if self._sender is None:
@@ -79,7 +82,8 @@ class Outbox:
             self._sender = None
 
     async def close(self) -> None:
-        """Stop taking messages; let those queued reach the CP for a moment, then give up."""
+        """Stop taking messages; let those queued reach the CP for a moment, then give up on
+        the rest, counted and reported as undelivered."""
         self._closed = True
         sender = self._sender
         if sender is None or sender is asyncio.current_task():
@@ -87,3 +91,24 @@ class Outbox:
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(asyncio.shield(sender), FLUSH_ON_CLOSE)
         sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+        self._give_up_on_pending()
+
+    def _give_up_on_pending(self) -> None:
+        if not self._pending:
+            return
+        self._count_left_behind(len(self._pending))
+        log.warning(
+            "frame.dropped",
+            cp_id=self._cp_id,
+            direction="out",
+            reason="cp disconnected",
+            count=len(self._pending),
+        )
+        for message in self._pending:
+            self._on_undelivered(message, "cp_disconnected")
+        self._pending.clear()
+
+    def _count_left_behind(self, count: int) -> None:
+        self._metrics.frames_dropped.labels(direction="out", reason="cp_disconnected").inc(count)

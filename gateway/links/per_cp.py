@@ -119,7 +119,7 @@ class PerCpChannel:
             deliver,
             broker.out_queue_limit,
             link.metrics,
-            on_drop=lambda message: self.report_undelivered(message, "cp_too_slow"),
+            on_undelivered=self.report_undelivered,
         )
         self._connected = asyncio.Event()  # connected and subscribed
         self._ended = asyncio.Event()

@@ -279,7 +279,7 @@ class SharedChannel:
             deliver,
             broker.out_queue_limit,
             link.metrics,
-            on_drop=lambda message: self.report_undelivered(message, "cp_too_slow"),
+            on_undelivered=self.report_undelivered,
         )
         self._properties = (("subprotocol", subprotocol),)
         self._ended = asyncio.Event()
