@@ -110,10 +110,13 @@ class Lane:
     def channels(self) -> int:
         return len(self._channels)
 
+    def holds(self, out_topic: str) -> bool:
+        return out_topic in self._channels
+
     def room(self, out_topic: str) -> LaneRoom:
         # A lane that never connected yet accepts CPs: they wait for its first connection.
         accepting = self.ready or not self._connected_before
-        return LaneRoom(self.subscriptions, accepting, out_topic in self._channels)
+        return LaneRoom(self.subscriptions, accepting, self.holds(out_topic))
 
     @property
     def subscriptions(self) -> int:
