@@ -200,3 +200,38 @@ async def test_a_lane_that_loses_the_broker_closes_none_of_its_cps_within_the_gr
         assert all(each.close_code is None for each in connections)
         assert proxy.refused == 0
         await asyncio.gather(*(each.close() for each in connections))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+async def test_a_lane_away_longer_than_the_grace_closes_its_own_cps_only(
+    proxy: QuotaProxy, broker: MosquittoProcess, impl: str
+) -> None:
+    cp_ids = [f"AWAY-{impl}-{n:02}" for n in range(30)]  # 3 lanes of 10 CPs
+    async with (
+        shared_gateway(proxy, impl, shared_max_subscriptions=20, broker_grace=2.0) as gw,
+        mqtt_peer(broker.url, "+/in") as csms,
+    ):
+        csms_task = asyncio.create_task(answer_every_call(csms, len(cp_ids)))
+        connections = await connect_all(gw, cp_ids)
+        await asyncio.wait_for(csms_task, 60)
+        assert isinstance(gw.link, SharedLink)
+        second = gw.link.lanes[1]
+        on_second = {cp_id for cp_id in cp_ids if second.holds(f"{cp_id}/out")}
+        assert len(on_second) == 10
+
+        proxy.drop(second.connection.client_id, hold=4.0)
+        await until(lambda: len(gw.sessions) == 20, timeout=10, what="the lane's CPs to close")
+        for ws, cp_id in zip(connections, cp_ids, strict=True):
+            with contextlib.suppress(TimeoutError, ConnectionClosed):
+                while True:  # the answers of the first round trip, then the close
+                    await asyncio.wait_for(ws.recv(), 0.05)
+            expected = 1011 if cp_id in on_second else None
+            assert (cp_id, ws.close_code) == (cp_id, expected)
+        # Back again, the lane drops the subscriptions of the CPs that left while it was away.
+        await until(lambda: second.ready, timeout=10, what="the lane to reconnect")
+        await until(
+            lambda: not proxy.sessions[second.connection.client_id],
+            what="the lane's stale subscriptions to go",
+        )
+        assert second.subscriptions == 0
+        await asyncio.gather(*(ws.close() for ws in connections))
