@@ -135,9 +135,8 @@ class SharedLink:
         self._was_ready = ready
 
     async def close(self) -> None:
-        # The primary first: its `online: false` goes out while the others still carry CPs.
-        for lane in self.lanes:
-            await lane.close()
+        # The primary says `online: false` for the gateway; the others only disconnect.
+        await asyncio.gather(*(lane.close() for lane in self.lanes))
         self.metrics.link_ready.set(0)
 
 
