@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 from collections.abc import AsyncIterator
 
@@ -234,4 +235,38 @@ async def test_a_lane_away_longer_than_the_grace_closes_its_own_cps_only(
             what="the lane's stale subscriptions to go",
         )
         assert second.subscriptions == 0
+        await asyncio.gather(*(ws.close() for ws in connections))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+async def test_only_the_first_lane_speaks_for_the_gateway_instance(
+    proxy: QuotaProxy, broker: MosquittoProcess, impl: str
+) -> None:
+    """A status consumer takes every CP of an instance offline on its will: lanes but the first
+    one drop without one."""
+    cp_ids = [f"WILL-{impl}-{n}" for n in range(4)]  # 2 lanes of 2 CPs
+    async with (
+        shared_gateway(proxy, impl, shared_max_subscriptions=4) as gw,
+        mqtt_peer(broker.url, "+/in") as csms,
+    ):
+        csms_task = asyncio.create_task(answer_every_call(csms, len(cp_ids)))
+        connections = await connect_all(gw, cp_ids)
+        await asyncio.wait_for(csms_task, 30)
+        assert isinstance(gw.link, SharedLink)
+        first, second = gw.link.lanes
+        async with mqtt_peer(broker.url, gw.link.broker.gateway_topic) as watcher:
+            retained = json.loads((await watcher.next()).payload)
+            assert (retained["instance"], retained["online"]) == (gw.link.broker.nonce, True)
+
+            proxy.drop(second.connection.client_id)
+            await until(lambda: second.ready, what="the second lane to come back")
+            with pytest.raises(TimeoutError):
+                await watcher.next(timeout=1.0)
+
+            proxy.drop(first.connection.client_id)
+            will = json.loads((await watcher.next()).payload)
+            assert (will["instance"], will["online"]) == (gw.link.broker.nonce, False)
+            await until(lambda: first.ready, what="the first lane to come back")
+            back = json.loads((await watcher.next()).payload)
+            assert back["online"] is True
         await asyncio.gather(*(ws.close() for ws in connections))
