@@ -140,8 +140,9 @@ class Lane:
         """Subscribe for an added channel; raises `LinkError` (then the channel is dropped)."""
         try:
             await self._subscribing.request(channel.subscriptions)
-        except BrokerRefused:
+        except BrokerRefused as exc:
             self._forget(channel)
+            self._refused(exc)
             raise
         except LinkError:
             # The broker may have granted them before the connection failed.
@@ -162,6 +163,17 @@ class Lane:
             await self._unsubscribing.request(topics)
         except LinkError:
             self._stale.update(topics)
+
+    def _refused(self, exc: BrokerRefused) -> None:
+        log.error(
+            "broker.subscription_refused",
+            lane=self.number,
+            subscriptions=self.subscriptions,
+            error=str(exc),
+            hint="if the broker caps subscriptions per connection, set "
+            "GATEWAY_SHARED_MAX_SUBSCRIPTIONS to its quota (or lower); else check that the "
+            "broker's policy allows subscribing to the CP's /out and claim topics",
+        )
 
     def _forget(self, channel: SharedChannel) -> bool:
         if self._channels.get(channel.out_topic) is not channel:
@@ -238,6 +250,9 @@ class Lane:
             # Before the subscriptions: a broker with a quota counts the stale ones too.
             for start in range(0, len(subscriptions), batch):
                 await self.connection.subscribe(subscriptions[start : start + batch])
+        except BrokerRefused as exc:
+            self._refused(exc)  # the lane stays unready; its CPs end with the grace period
+            return
         except LinkError as exc:
             log.warning("broker.resubscribe_failed", lane=self.number, error=str(exc))
             return  # a drop follows, and another attempt

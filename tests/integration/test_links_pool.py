@@ -14,6 +14,7 @@ import math
 from collections.abc import AsyncIterator
 
 import pytest
+from structlog.testing import capture_logs
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -131,22 +132,26 @@ async def test_without_the_pool_setting_the_broker_refuses_the_51st_subscription
 ) -> None:
     """The control: one connection for every CP, and the proxy enforces its quota."""
     async with shared_gateway(proxy, impl, shared_max_subscriptions=0) as gw:
-        cp_ids = [f"ONE-{impl}-{n}" for n in range(30)]
-        connections = await asyncio.gather(
-            *(connect(ws_url(gw, cp_id), subprotocols=["ocpp1.6"]) for cp_id in cp_ids)  # type: ignore[list-item]
-        )
-        await asyncio.gather(*(ws.send('[2,"1","Heartbeat",{}]') for ws in connections))
-        await until(lambda: proxy.refused > 0, what="a refused subscription")
-        assert lanes(gw) == 1
-        # 25 CPs fit; the others are closed (the broker refused them), to retry later.
-        await until(lambda: len(gw.sessions) == QUOTA // 2, what="the refused CPs to be closed")
-        closed = 0
-        for ws in connections:
-            with contextlib.suppress(TimeoutError, ConnectionClosed):
-                await asyncio.wait_for(ws.recv(), 0.2)
-            closed += ws.close_code is not None
-        assert closed == len(cp_ids) - QUOTA // 2
-        await asyncio.gather(*(ws.close() for ws in connections))
+        with capture_logs() as logs:
+            cp_ids = [f"ONE-{impl}-{n}" for n in range(30)]
+            connections = await asyncio.gather(
+                *(connect(ws_url(gw, cp_id), subprotocols=["ocpp1.6"]) for cp_id in cp_ids)  # type: ignore[list-item]
+            )
+            await asyncio.gather(*(ws.send('[2,"1","Heartbeat",{}]') for ws in connections))
+            await until(lambda: proxy.refused > 0, what="a refused subscription")
+            assert lanes(gw) == 1
+            # 25 CPs fit; the others are closed (the broker refused them), to retry later.
+            await until(lambda: len(gw.sessions) == QUOTA // 2, what="the refused CPs to be closed")
+            closed = 0
+            for ws in connections:
+                with contextlib.suppress(TimeoutError, ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 0.2)
+                closed += ws.close_code is not None
+            assert closed == len(cp_ids) - QUOTA // 2
+            refusals = [entry for entry in logs if entry["event"] == "broker.subscription_refused"]
+            assert refusals
+            assert "GATEWAY_SHARED_MAX_SUBSCRIPTIONS" in refusals[0]["hint"]
+            await asyncio.gather(*(ws.close() for ws in connections))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
