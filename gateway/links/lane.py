@@ -9,7 +9,8 @@ The first lane (the primary) also speaks for the gateway instance: it carries th
 gateway's status topic and publishes `online` there. Only it does, because a status consumer
 (the processor) marks every CP naming the instance offline on that will: a lane that drops while
 the gateway lives must not take the CPs of the other lanes with it. When the process dies, every
-lane drops, the primary's will included.
+lane drops, the primary's will included. When the primary is back after a drop, every lane
+publishes its CPs' presence again, so that what the will took offline is online again.
 """
 
 from __future__ import annotations
@@ -64,11 +65,15 @@ class Lane:
         connect: ConnectionFactory,
         number: int,
         on_change: Callable[[], None],
+        on_gateway_online: Callable[[], None] | None = None,
     ) -> None:
+        """`on_change`: the lane became ready or unready. `on_gateway_online` (the primary's):
+        the gateway's `online: true` was published after a (re)connect."""
         self.broker = broker
         self.metrics = metrics
         self.number = number
         self._on_change = on_change
+        self._on_gateway_online = on_gateway_online
         self._channels: dict[str, SharedChannel] = {}  # by `/out` topic
         self._by_claim_topic: dict[str, SharedChannel] = {}
         # Topics of CPs that left while the lane was down: still in the broker's session.
@@ -202,12 +207,25 @@ class Lane:
 
     async def _announce_all(self) -> None:
         """After a (re)connect: the gateway is online, and so is every CP of this lane."""
-        with contextlib.suppress(LinkError):
-            if self.primary:
+        if self.primary:
+            try:
                 await self.connection.publish(
                     self.broker.gateway_topic, self._status(online=True), retain=True
                 )
-            channels = list(self._channels.values())
+            except LinkError:
+                return
+            if self._on_gateway_online is not None:
+                self._on_gateway_online()
+        await self._announce_cps()
+
+    def announce_cps(self) -> None:
+        """Publish every CP's presence again, in the background (after the gateway's will)."""
+        if self.ready:
+            self.in_background(self._announce_cps())
+
+    async def _announce_cps(self) -> None:
+        channels = list(self._channels.values())
+        with contextlib.suppress(LinkError):
             for start in range(0, len(channels), ANNOUNCE_BATCH):
                 await asyncio.gather(
                     *(each.announce_online() for each in channels[start : start + ANNOUNCE_BATCH])

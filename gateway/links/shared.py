@@ -55,7 +55,7 @@ class SharedLink:
         self.metrics = metrics
         self._connect = connect
         self._was_ready = False
-        self.lanes = [Lane(broker, metrics, connect, 0, self._lane_changed)]
+        self.lanes = [Lane(broker, metrics, connect, 0, self._lane_changed, self._gateway_online)]
 
     @property
     def ready(self) -> bool:
@@ -133,6 +133,12 @@ class SharedLink:
         if ready and not self._was_ready:
             log.info("broker.reachable", url=_without_credentials(self.broker.mqtt_url))
         self._was_ready = ready
+
+    def _gateway_online(self) -> None:
+        """The primary lane's will may have taken every CP of the gateway offline for status
+        consumers: the other lanes' CPs say again that they are online (the primary's do)."""
+        for lane in self.lanes[1:]:
+            lane.announce_cps()
 
     async def close(self) -> None:
         # The primary says `online: false` for the gateway; the others only disconnect.

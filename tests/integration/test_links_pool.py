@@ -268,10 +268,21 @@ async def test_only_the_first_lane_speaks_for_the_gateway_instance(
             with pytest.raises(TimeoutError):
                 await watcher.next(timeout=1.0)
 
-            proxy.drop(first.connection.client_id)
-            will = json.loads((await watcher.next()).payload)
-            assert (will["instance"], will["online"]) == (gw.link.broker.nonce, False)
-            await until(lambda: first.ready, what="the first lane to come back")
-            back = json.loads((await watcher.next()).payload)
-            assert back["online"] is True
+            topics = [f"{cp_id}/presence" for cp_id in cp_ids]
+            async with mqtt_peer(broker.url, *topics) as presence:
+                for _ in cp_ids:  # the retained documents
+                    assert json.loads((await presence.next()).payload)["connected"]
+                proxy.drop(first.connection.client_id)
+                will = json.loads((await watcher.next()).payload)
+                assert (will["instance"], will["online"]) == (gw.link.broker.nonce, False)
+                await until(lambda: first.ready, what="the first lane to come back")
+                back = json.loads((await watcher.next()).payload)
+                assert back["online"] is True
+                # What the will took offline says it is online again, on every lane.
+                announced: set[str] = set()
+                while len(announced) < len(cp_ids):
+                    document = json.loads((await presence.next()).payload)
+                    assert document["connected"]
+                    announced.add(document["cp_id"])
+                assert announced == set(cp_ids)
         await asyncio.gather(*(ws.close() for ws in connections))
