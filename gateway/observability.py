@@ -130,6 +130,12 @@ class Metrics:
         self.link_ready = Gauge(
             "ocpp_gateway_link_ready", "1 when the broker is reachable", registry=r
         )
+        self.shared_connections = Gauge(
+            "ocpp_gateway_shared_connections",
+            "Broker connections of the shared link (another opens when each holds "
+            "GATEWAY_SHARED_MAX_SUBSCRIPTIONS)",
+            registry=r,
+        )
         self.admissions_refused = Counter(
             "ocpp_gateway_admissions_refused",
             "Handshakes refused with 503 at once: connection limit or too many in progress",

@@ -273,6 +273,12 @@ class Settings(BaseSettings):
     out_queue_limit: int = Field(
         1000, ge=1, description="messages waiting for a slow CP before new ones are dropped"
     )
+    shared_max_subscriptions: int | None = Field(
+        None,
+        ge=0,
+        description="shared link: subscriptions per broker connection (2 per CP) before another "
+        "connection is opened; default 50 on AWS IoT Core, 0 (no limit) elsewhere",
+    )
     write_timeout: float = Field(
         30.0, gt=0, description="a CP whose socket takes longer to accept one message is closed"
     )
@@ -385,6 +391,16 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @field_validator("shared_max_subscriptions")
+    @classmethod
+    def _check_shared_max_subscriptions(cls, value: int | None) -> int | None:
+        if value == 1:
+            raise ValueError(
+                "GATEWAY_SHARED_MAX_SUBSCRIPTIONS=1 leaves no room for a CP, which needs 2 "
+                "(its /out topic and its claim topic): set 2 or more, or 0 for no limit"
+            )
+        return value
 
     @field_validator("path_prefix")
     @classmethod

@@ -140,7 +140,12 @@ class FleetStatus:
         if not isinstance(document, dict) or type(document.get("online")) is not bool:
             return "not a gateway status: `online` must be true or false"
         instance = document.get("instance")
-        if not isinstance(instance, str) or document["online"]:
+        if not isinstance(instance, str):
+            return None
+        if document["online"]:
+            # Back after its will (a broker connection that dropped): the presence documents
+            # it publishes again from now on are true.
+            self._lost_instances.discard(instance)
             return None
         self._lost_instances.add(instance)
         for view in list(self._views.values()):

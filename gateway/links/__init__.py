@@ -12,7 +12,7 @@ from gateway.settings import LinkMode, Settings
 def build_link(settings: Settings, metrics: Metrics, gateway_id: str) -> Link:
     """The link the settings ask for; raises `LinkMisconfigured` with what to fix.
 
-    `GATEWAY_LINK_MODE` picks the policy (a connection per CP, or one shared connection);
+    `GATEWAY_LINK_MODE` picks the policy (a connection per CP, or a few shared connections);
     `GATEWAY_LINK_IMPL` only picks the MQTT client library underneath.
     """
     broker = BrokerSettings.from_settings(settings, gateway_id)

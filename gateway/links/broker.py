@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from gateway.links.broker_url import parse_broker_url, subscriptions_per_connection
 from gateway.links.connection import BrokerConnection, ConnectionEvents, ConnectionOptions
 from gateway.links.errors import LinkMisconfigured
 from gateway.settings import LinkImpl, LinkMode, MqttAuth, Settings
@@ -57,6 +58,7 @@ class BrokerSettings:
     topic_presence: str = "{cp_id}/presence"
     topic_undelivered: str = "{cp_id}/undelivered"
     out_queue_limit: int = 1000
+    shared_max_subscriptions: int | None = None
     nonce: str = field(default_factory=_new_nonce)
 
     @classmethod
@@ -69,6 +71,13 @@ class BrokerSettings:
     def client_id(self, role: str) -> str:
         """An MQTT client id of this gateway's own; a cpId can never contain `:`."""
         return f"ocpp-gateway:{role}:{self.gateway_id}:{self.nonce}"
+
+    @property
+    def subscriptions_per_lane(self) -> int:
+        """Subscriptions one connection of the shared link may hold (0: no limit)."""
+        if self.shared_max_subscriptions is not None:
+            return self.shared_max_subscriptions
+        return subscriptions_per_connection(parse_broker_url(self.mqtt_url).host)
 
     @property
     def gateway_topic(self) -> str:

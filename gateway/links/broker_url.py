@@ -55,3 +55,14 @@ def topics_per_subscribe(broker_host: str) -> int:
     if region_of_iot_endpoint(broker_host) is not None:
         return AWS_IOT_CORE_TOPICS_PER_SUBSCRIBE
     return TOPICS_PER_SUBSCRIBE
+
+
+# Subscriptions per connection: AWS IoT Core allows 50 by default (an adjustable quota).
+AWS_IOT_CORE_SUBSCRIPTIONS_PER_CONNECTION = 50
+
+
+def subscriptions_per_connection(broker_host: str) -> int:
+    """The broker's default cap on one connection's subscriptions; 0: none (Mosquitto)."""
+    if region_of_iot_endpoint(broker_host) is not None:
+        return AWS_IOT_CORE_SUBSCRIPTIONS_PER_CONNECTION
+    return 0

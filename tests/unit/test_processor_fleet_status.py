@@ -138,6 +138,18 @@ def test_a_gateway_that_vanished_takes_its_cps_offline() -> None:
     assert status.gateway(b"{}") is not None
 
 
+def test_a_gateway_back_after_its_will_is_believed_again() -> None:
+    status = FleetStatus()
+    online = {"connected": True, "gateway": "gw", "instance": "i-1", "connection": 1}
+    status.presence("CP1", json.dumps(online).encode())
+    status.gateway(json.dumps({"gateway": "gw", "instance": "i-1", "online": False}).encode())
+    assert row(status, "CP1")["status"] == "offline"
+    status.gateway(json.dumps({"gateway": "gw", "instance": "i-1", "online": True}).encode())
+    assert row(status, "CP1")["status"] == "offline"  # until its presence says so again
+    status.presence("CP1", json.dumps(online).encode())
+    assert row(status, "CP1")["status"] == "online"
+
+
 def test_topic_filters_match_as_mqtt_does() -> None:
     assert topic_matches("ocpp-gateway/gateways/+", "ocpp-gateway/gateways/gw1")
     assert not topic_matches("ocpp-gateway/gateways/+", "ocpp-gateway/gateways/gw1/check")
