@@ -27,8 +27,10 @@ from botocore.retries.standard import RetryEventAdapter, ThrottlingErrorDetector
 
 from gateway.registry.base import RegistryMisconfigured
 from gateway.registry.cache import CacheStats, RegistryCache
+from gateway.registry.mirrored import PageToken
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 DEFAULT_MAX_CONCURRENCY = 16
 # Three attempts, the first included: the two retries wait up to 1 s then 2 s (botocore's
@@ -103,7 +105,7 @@ class AwsCalls:
         # `needs-retry` is emitted after every attempt, whether or not it is then retried.
         client.meta.events.register("needs-retry", self._on_response)
 
-    async def run(self, call: Callable[[str], T], argument: str) -> T:
+    async def run(self, call: Callable[[A], T], argument: A) -> T:
         if self._executor is None:
             raise RuntimeError(
                 f"the {self.name} registry is not started: call `await start()` first"
@@ -134,6 +136,7 @@ class CachedAwsRegistry(Generic[ClientT]):
 
     service: ClassVar[str]  # boto3's service name, e.g. "iot"
     backend: ClassVar[str]  # the `GATEWAY_REGISTRY` value, e.g. "aws-iot"
+    loaded = True  # each id is looked up when asked: nothing to read first
 
     def __init__(
         self,
@@ -202,6 +205,10 @@ class CachedAwsRegistry(Generic[ClientT]):
     async def is_registered(self, cp_id: str) -> bool:
         return await self.cache.is_registered(cp_id)
 
+    def forget(self, cp_id: str) -> None:
+        """Drop the cached answer for `cp_id`: its next lookup asks AWS."""
+        self.cache.forget(cp_id)
+
     def invalidate(self, cp_id: str) -> None:
         """The Thing was deleted: answer "no" until the negative TTL expires, then ask AWS.
 
@@ -216,8 +223,16 @@ class CachedAwsRegistry(Generic[ClientT]):
         if self._client is not None:
             self._client.close()
 
+    async def list_page(self, token: PageToken | None) -> tuple[list[str], PageToken | None]:
+        """One page of every registered id, from `token` (None: the first page), and the token
+        of the next page (None: that was the last). Raises `RegistryUnavailable`."""
+        return await self._calls.run(self._list_page_blocking, token)
+
     async def _lookup(self, cp_id: str) -> bool:
         return await self._calls.run(self._lookup_blocking, cp_id)
 
     def _lookup_blocking(self, cp_id: str) -> bool:
+        raise NotImplementedError
+
+    def _list_page_blocking(self, token: PageToken | None) -> tuple[list[str], PageToken | None]:
         raise NotImplementedError
