@@ -86,6 +86,7 @@ class DynamoDbRegistry(CachedAwsRegistry["DynamoDBClient"]):
         )
         self.table = table.strip()
         self.consistent_read = consistent_read
+        self.batch_lookups = batch_lookups
         self._batcher: KeyBatcher[str] | None = (
             KeyBatcher(self._lookup_many, max_keys=BATCH_SIZE) if batch_lookups else None
         )

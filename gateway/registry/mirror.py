@@ -71,7 +71,7 @@ class Mirror:
                 incoming.add(cp_id)
             else:
                 incoming.discard(cp_id)
-        before = self._ids
+        before = self._ids if self.complete else set()  # the first sync filled `_ids` as it read
         result = SyncResult(
             added=len(incoming - before), removed=frozenset(before - incoming), ids=len(incoming)
         )
