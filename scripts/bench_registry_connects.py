@@ -8,7 +8,8 @@
 - `warm`: the registry holds `--cps` ids (Things or table items); a gateway process is started
   and ready (mirror loaded), then `--cps` charge points dial with 500 handshakes in flight. Run
   for aws-iot and dynamodb, mirror off (a DescribeThing / GetItem per id) and on, and for
-  allow-all (the gateway without a registry cost), on the shared link.
+  allow-all (the gateway without a registry cost), on the shared link; mirror on and allow-all
+  on the per-CP link too. Three runs each; the median is printed.
 - `cold`: the registry holds `--cps` ids; the charge points dial as soon as the gateway listens,
   while its mirror is still loading (the ids it has not read yet are looked up one by one,
   batched for DynamoDB). Prints the seconds from the first dial to the last connect (target:
@@ -147,13 +148,15 @@ async def dial(port: int, ids: list[str]) -> tuple[float, int]:
 
 
 async def warm(broker: MosquittoProcess, server: MotoServer, ids: list[str]) -> None:
-    print(f"\nwarm: {len(ids)} CPs, shared link, gateway ready before the first dial")
-    runs = [("allow-all", False), ("aws-iot", False), ("aws-iot", True)]
-    runs += [("dynamodb", False), ("dynamodb", True)]
-    for registry, mirror in runs:
+    print(f"\nwarm: {len(ids)} CPs, gateway ready before the first dial")
+    runs = [("allow-all", False, "shared"), ("aws-iot", False, "shared")]
+    runs += [("aws-iot", True, "shared"), ("dynamodb", False, "shared")]
+    runs += [("dynamodb", True, "shared"), ("allow-all", False, "per-cp")]
+    runs += [("aws-iot", True, "per-cp"), ("dynamodb", True, "per-cp")]
+    for registry, mirror, link in runs:
         rates = []
         for _ in range(3):
-            process, port = start_gateway(broker, server, registry, mirror, "shared")
+            process, port = start_gateway(broker, server, registry, mirror, link)
             try:
                 await wait_health(port, {200})
                 seconds, failures = await dial(port, ids)
@@ -167,7 +170,7 @@ async def warm(broker: MosquittoProcess, server: MotoServer, ids: list[str]) -> 
             else registry
         )
         print(
-            f"  {label:24} {statistics.median(rates):6.0f} CPs/s median of 3 "
+            f"  {label:20} {link:7} {statistics.median(rates):6.0f} CPs/s median of 3 "
             f"({', '.join(f'{rate:.0f}' for rate in rates)}), failures {failures}"
         )
 
