@@ -157,20 +157,16 @@ class DynamoDbRegistry(CachedAwsRegistry["DynamoDBClient"]):
 
     def _lookup_many_blocking(self, cp_ids: list[str]) -> dict[str, bool]:
         """{id: registered} for the ids DynamoDB answered; unprocessed ones are left out."""
-        answers: dict[str, bool] = {}
+        registered: set[str] = set()
         pending = list(cp_ids)
         for pause in (0.0, *UNPROCESSED_RETRY_DELAYS):
             if not pending:
                 break
             time.sleep(pause)
             found, pending = self._batch_get(pending)
-            answers.update(dict.fromkeys(found, True))
+            registered.update(found)
         unanswered = set(pending)
-        for cp_id in cp_ids:
-            answers.setdefault(cp_id, False)
-        for cp_id in unanswered:
-            answers.pop(cp_id, None)
-        return answers
+        return {cp_id: cp_id in registered for cp_id in cp_ids if cp_id not in unanswered}
 
     def _batch_get(self, cp_ids: list[str]) -> tuple[list[str], list[str]]:
         """(ids found, ids left unprocessed) of one BatchGetItem."""

@@ -235,3 +235,23 @@ async def test_not_ready_until_loaded_while_registered_cps_still_connect(
             assert (status, body["registry"]) == (200, "loaded")
     finally:
         proxy.stop()
+
+
+async def test_dynamodb_looks_up_ids_the_mirror_lacks_in_batches_of_100(
+    moto_server: MotoServer,
+) -> None:
+    backend = Backend("dynamodb", moto_server)
+    backend.create(1)
+    registry = await loaded(backend)
+    try:
+        new = [f"CP-NEW{n:03d}" for n in range(150)]
+        for cp_id in new[::2]:
+            backend.add(cp_id)
+        answers = await asyncio.gather(*(registry.is_registered(cp_id) for cp_id in new))
+        assert answers == [n % 2 == 0 for n in range(150)]
+        source = registry.source
+        assert isinstance(source, DynamoDbRegistry)
+        assert source.batches == 2  # 100 keys, then 50
+        assert all(cp_id in registry.mirror for cp_id in new[::2])
+    finally:
+        await registry.close()
