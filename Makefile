@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: help venv install run test test-fast lint typecheck format clean bench bench-quick bench-simulator bench-registry bench-links bench-admission chaos lambda bench-processor deploy-tools test-deploy jmeter tf-moto lock
+.PHONY: help venv install run test test-fast lint typecheck format clean bench bench-quick bench-simulator bench-registry bench-registry-connects bench-links bench-admission chaos lambda bench-processor deploy-tools test-deploy jmeter tf-moto lock
 
 help:
 	@echo "make run        local stack: mosquitto + processor + gateway on ws://localhost:8080"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench-simulator  fleet ceiling against a local echo CSMS (~2 min)"
 	@echo "make chaos      broker stopped/frozen/killed under load, through every link (~20 min)"
 	@echo "make bench-admission  cold password checks, wrong passwords, a 20,000-CP storm (~4 min)"
+	@echo "make bench-registry-connects  CPs/s with the AWS registries on moto_server, mirror off/on, cold start (~6 min)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +74,9 @@ bench-links: install
 
 bench-registry: install
 	$(BIN)/python scripts/bench_registry.py
+
+bench-registry-connects: install
+	$(BIN)/python scripts/bench_registry_connects.py
 
 deploy-tools:
 	./scripts/install_deploy_tools.sh

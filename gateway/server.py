@@ -107,8 +107,17 @@ class Gateway:
         return int(self._server.sockets[0].getsockname()[1])
 
     @property
-    def ready(self) -> bool:
+    def accepting(self) -> bool:
+        """Whether charge points are let in: the broker is reachable and no stop is under way."""
         return self.link.ready and not self._shutting_down
+
+    @property
+    def ready(self) -> bool:
+        """`/health`: accepting, and the registry has read what it answers from.
+
+        While the registry's mirror is still loading, charge points are accepted all the same
+        (their ids are looked up one by one); only the load balancer is told to wait."""
+        return self.accepting and self.registry.loaded
 
     async def start(self) -> None:
         if self.authenticator is not None:
@@ -291,7 +300,7 @@ class Gateway:
     def _enter(self, connection: ServerConnection) -> None:
         """Hold the connection against the limit until its TCP connection is gone, or refuse
         it (503) at once; before anything that waits (password, registry)."""
-        if not self.ready:
+        if not self.accepting:
             raise HandshakeRefused(
                 HTTPStatus.SERVICE_UNAVAILABLE,
                 "the gateway cannot reach its message broker; retry later"
@@ -339,6 +348,7 @@ class Gateway:
                 {
                     "status": "ready" if status is HTTPStatus.OK else "not ready",
                     "broker": "reachable" if self.link.ready else "unreachable",
+                    "registry": "loaded" if self.registry.loaded else "loading",
                     "shutting_down": self._shutting_down,
                     "connections": len(self.sessions),
                 },

@@ -218,6 +218,16 @@ class Settings(BaseSettings):
         description="topic of Thing-deleted events; default `$aws/events/thing/+/deleted` "
         "with aws-iot and dynamodb; empty: off",
     )
+    registry_mirror: bool = Field(
+        True,
+        description="aws-iot/dynamodb: keep a copy of every registered id (read at start, "
+        "then re-read), so known ids connect without an AWS call",
+    )
+    registry_resync_interval: float = Field(
+        300.0,
+        ge=0,
+        description="aws-iot/dynamodb mirror: seconds between re-reads; 0: at start only",
+    )
     aws_endpoint_url: str | None = Field(
         None, description="aws-iot/dynamodb: AWS endpoint for registry lookups, e.g. an emulator"
     )

@@ -53,11 +53,13 @@ locals {
     ulimits                = [{ name = "nofile", softLimit = 65536, hardLimit = 65536 }]
     stopTimeout            = var.shutdown_timeout + 5
     healthCheck = {
-      command     = ["CMD", "python", "/usr/local/lib/ocpp/healthcheck.py"]
-      interval    = 10
-      timeout     = 3
-      retries     = 3
-      startPeriod = 15
+      command  = ["CMD", "python", "/usr/local/lib/ocpp/healthcheck.py"]
+      interval = 10
+      timeout  = 3
+      retries  = 3
+      # /health is 503 until the registry mirror is loaded: ~40 s for 100,000 Things
+      # (400 ListThings pages), see docs/registry.md.
+      startPeriod = 120
     }
     logConfiguration = {
       logDriver = "awslogs"
@@ -87,12 +89,13 @@ resource "aws_ecs_task_definition" "gateway" {
 }
 
 resource "aws_ecs_service" "gateway" {
-  name                              = "${var.name}-gateway"
-  cluster                           = aws_ecs_cluster.main.id
-  task_definition                   = aws_ecs_task_definition.gateway.arn
-  launch_type                       = "FARGATE"
-  desired_count                     = var.min_tasks
-  health_check_grace_period_seconds = 30
+  name            = "${var.name}-gateway"
+  cluster         = aws_ecs_cluster.main.id
+  task_definition = aws_ecs_task_definition.gateway.arn
+  launch_type     = "FARGATE"
+  desired_count   = var.min_tasks
+  # Covers the registry mirror's first load (/health is 503 until then), as startPeriod above.
+  health_check_grace_period_seconds = 120
   propagate_tags                    = "SERVICE"
   enable_execute_command            = false
 

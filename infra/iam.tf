@@ -170,6 +170,14 @@ data "aws_iam_policy_document" "gateway_registry" {
     actions   = ["iot:DescribeThing"]
     resources = ["${local.iot_arn_prefix}:thing/*"]
   }
+
+  # The gateway's mirror of the registry reads every Thing at start and every
+  # GATEWAY_REGISTRY_RESYNC_INTERVAL. ListThings has no resource type: "*" is the only form.
+  statement {
+    sid       = "ListChargePoints"
+    actions   = ["iot:ListThings"]
+    resources = ["*"]
+  }
 }
 
 resource "aws_iam_role" "task" {

@@ -6,10 +6,14 @@
   edit it with `ocpp-things`.
 - `static`: the ids in `GATEWAY_REGISTRY_IDS=CP1,CP2`.
 - `allow-all`: every id; for development only.
-- `aws-iot`: the AWS IoT Thing registry (`iot:DescribeThing`), cached; needs boto3
+- `aws-iot`: the AWS IoT Thing registry (`iot:ListThings`, `iot:DescribeThing`); needs boto3
   (`pip install 'ocpp-mqtt-gateway[aws]'`).
 - `dynamodb`: a DynamoDB table mirroring the Things (`GATEWAY_REGISTRY_TABLE`, keyed by
-  `chargePointId`), cached; needs boto3 too.
+  `chargePointId`); needs boto3 too.
+
+Both AWS backends are wrapped in `MirroredRegistry` (unless `GATEWAY_REGISTRY_MIRROR=false`):
+a copy of every registered id, read in the background, answers known ids without AWS; other
+ids are looked up one by one (cached; batched for DynamoDB).
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ from gateway.registry.base import Registry, RegistryMisconfigured, RegistryUnava
 from gateway.registry.cache import RegistryCache
 from gateway.registry.file import FileRegistry
 from gateway.registry.ids import is_valid_cp_id
+from gateway.registry.mirrored import MirroredRegistry, MirrorSource
 from gateway.registry.static import StaticRegistry
 from gateway.settings import RegistryBackend, Settings
 
 __all__ = [
     "AllowAllRegistry",
     "FileRegistry",
+    "MirroredRegistry",
     "Registry",
     "RegistryCache",
     "RegistryMisconfigured",
@@ -63,7 +69,7 @@ def _aws_iot_registry(settings: Settings) -> Registry:
         from gateway.registry.aws_iot import AwsIotRegistry
     except ImportError as exc:
         raise RegistryMisconfigured(_NEEDS_BOTO3.format("aws-iot", exc)) from exc
-    return AwsIotRegistry(**_aws_options(settings))
+    return _mirrored(AwsIotRegistry(**_aws_options(settings)), settings)
 
 
 def _dynamodb_registry(settings: Settings) -> Registry:
@@ -71,11 +77,19 @@ def _dynamodb_registry(settings: Settings) -> Registry:
         from gateway.registry.dynamodb import DynamoDbRegistry
     except ImportError as exc:
         raise RegistryMisconfigured(_NEEDS_BOTO3.format("dynamodb", exc)) from exc
-    return DynamoDbRegistry(
+    registry = DynamoDbRegistry(
         table=settings.registry_table,
         consistent_read=settings.registry_consistent_read,
+        batch_lookups=settings.registry_mirror,
         **_aws_options(settings),
     )
+    return _mirrored(registry, settings)
+
+
+def _mirrored(registry: MirrorSource, settings: Settings) -> Registry:
+    if not settings.registry_mirror:
+        return registry
+    return MirroredRegistry(registry, resync_interval=settings.registry_resync_interval)
 
 
 class _AwsOptions(TypedDict):

@@ -8,6 +8,8 @@ log = structlog.get_logger(__name__)
 
 
 class AllowAllRegistry:
+    loaded = True
+
     async def start(self) -> None:
         log.warning(
             "registry.allow_all",

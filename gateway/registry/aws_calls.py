@@ -5,7 +5,8 @@
   follows the throttling it meets), so a reconnecting fleet does not keep hammering the
   control plane.
 - A thread pool of its own with `max_concurrency` threads: the event loop never blocks, and at
-  most that many calls (waiting for the rate limiter included) are under way at once.
+  most that many lookups (waiting for the rate limiter included) are under way at once; the
+  mirror's listing has one more thread of its own.
 - Every throttled response, retries included, is counted in the cache's `stats.throttles`.
 - Short timeouts: a charge point's handshake waits for the answer.
 """
@@ -27,8 +28,10 @@ from botocore.retries.standard import RetryEventAdapter, ThrottlingErrorDetector
 
 from gateway.registry.base import RegistryMisconfigured
 from gateway.registry.cache import CacheStats, RegistryCache
+from gateway.registry.mirrored import PageToken
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 DEFAULT_MAX_CONCURRENCY = 16
 # Three attempts, the first included: the two retries wait up to 1 s then 2 s (botocore's
@@ -44,7 +47,7 @@ def client_config(*, max_concurrency: int, max_attempts: int) -> Config:
         connect_timeout=CONNECT_TIMEOUT,
         read_timeout=READ_TIMEOUT,
         retries={"mode": "adaptive", "total_max_attempts": max_attempts},
-        max_pool_connections=max_concurrency,
+        max_pool_connections=max_concurrency + 1,  # + the listing's own thread
     )
 
 
@@ -92,6 +95,9 @@ class AwsCalls:
         self._stats_lock = threading.Lock()
         self._throttling = ThrottlingErrorDetector(retry_event_adapter=RetryEventAdapter())
         self._executor: ThreadPoolExecutor | None = None
+        # Listing pages (the mirror) on a thread of their own: a cold start's thousands of
+        # per-id lookups must not queue in front of the read that makes them unnecessary.
+        self._listing: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(
@@ -103,18 +109,26 @@ class AwsCalls:
         # `needs-retry` is emitted after every attempt, whether or not it is then retried.
         client.meta.events.register("needs-retry", self._on_response)
 
-    async def run(self, call: Callable[[str], T], argument: str) -> T:
+    async def run(self, call: Callable[[A], T], argument: A, *, listing: bool = False) -> T:
+        """`call(argument)` on the pool; `listing`: on the listing's own thread instead."""
         if self._executor is None:
             raise RuntimeError(
                 f"the {self.name} registry is not started: call `await start()` first"
             )
         loop = asyncio.get_running_loop()
+        if listing:
+            if self._listing is None:
+                self._listing = ThreadPoolExecutor(
+                    1, thread_name_prefix=f"registry-{self.name}-list"
+                )
+            return await loop.run_in_executor(self._listing, call, argument)
         return await loop.run_in_executor(self._executor, call, argument)
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        for executor in (self._executor, self._listing):
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = self._listing = None
 
     def _on_response(self, **kwargs: Any) -> None:
         if self._throttling.is_throttling_error(**kwargs):
@@ -134,6 +148,7 @@ class CachedAwsRegistry(Generic[ClientT]):
 
     service: ClassVar[str]  # boto3's service name, e.g. "iot"
     backend: ClassVar[str]  # the `GATEWAY_REGISTRY` value, e.g. "aws-iot"
+    loaded = True  # each id is looked up when asked: nothing to read first
 
     def __init__(
         self,
@@ -202,6 +217,10 @@ class CachedAwsRegistry(Generic[ClientT]):
     async def is_registered(self, cp_id: str) -> bool:
         return await self.cache.is_registered(cp_id)
 
+    def forget(self, cp_id: str) -> None:
+        """Drop the cached answer for `cp_id`: its next lookup asks AWS."""
+        self.cache.forget(cp_id)
+
     def invalidate(self, cp_id: str) -> None:
         """The Thing was deleted: answer "no" until the negative TTL expires, then ask AWS.
 
@@ -216,8 +235,16 @@ class CachedAwsRegistry(Generic[ClientT]):
         if self._client is not None:
             self._client.close()
 
+    async def list_page(self, token: PageToken | None) -> tuple[list[str], PageToken | None]:
+        """One page of every registered id, from `token` (None: the first page), and the token
+        of the next page (None: that was the last). Raises `RegistryUnavailable`."""
+        return await self._calls.run(self._list_page_blocking, token, listing=True)
+
     async def _lookup(self, cp_id: str) -> bool:
         return await self._calls.run(self._lookup_blocking, cp_id)
 
     def _lookup_blocking(self, cp_id: str) -> bool:
+        raise NotImplementedError
+
+    def _list_page_blocking(self, token: PageToken | None) -> tuple[list[str], PageToken | None]:
         raise NotImplementedError

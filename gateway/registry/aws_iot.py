@@ -31,6 +31,7 @@ from gateway.registry.aws_calls import (
     error_code,
 )
 from gateway.registry.base import RegistryUnavailable
+from gateway.registry.mirrored import PageToken
 
 if TYPE_CHECKING:
     from mypy_boto3_iot import IoTClient
@@ -49,6 +50,8 @@ _PERMISSION_ERRORS = {
     "UnrecognizedClientException",
 }
 _THROTTLED = "ThrottlingException"
+# The most ListThings returns per call.
+LIST_PAGE_SIZE = 250
 
 
 def is_thing_name(cp_id: str) -> bool:
@@ -88,10 +91,31 @@ class AwsIotRegistry(CachedAwsRegistry[IoTClient]):
             raise RegistryUnavailable(f"AWS IoT DescribeThing failed: {exc}") from exc
         return True
 
+    def _list_page_blocking(self, token: PageToken | None) -> tuple[list[str], PageToken | None]:
+        try:
+            if token is None:
+                response = self.client.list_things(maxResults=LIST_PAGE_SIZE)
+            else:
+                response = self.client.list_things(maxResults=LIST_PAGE_SIZE, nextToken=str(token))
+        except ClientError as exc:
+            code = error_code(exc)
+            raise RegistryUnavailable(
+                f"AWS IoT ListThings failed: {exc}{_hint(code, 'iot:ListThings')}"
+            ) from exc
+        except BotoCoreError as exc:
+            raise RegistryUnavailable(f"AWS IoT ListThings failed: {exc}") from exc
+        names = [thing["thingName"] for thing in response.get("things", []) if "thingName" in thing]
+        return names, response.get("nextToken") or None
 
-def _hint(code: str) -> str:
+
+def _hint(code: str, action: str = "iot:DescribeThing") -> str:
     if code in _PERMISSION_ERRORS:
-        return "; the gateway's role needs iot:DescribeThing"
+        return f"; the gateway's role needs {action}"
+    if code == _THROTTLED and action == "iot:ListThings":
+        return (
+            "; AWS IoT is throttling ListThings: the mirror goes on reading after a back-off; "
+            "if this repeats, raise GATEWAY_REGISTRY_RESYNC_INTERVAL"
+        )
     if code == _THROTTLED:
         return (
             "; AWS IoT is throttling DescribeThing: raise GATEWAY_REGISTRY_POSITIVE_TTL, lower "

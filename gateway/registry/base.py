@@ -22,6 +22,12 @@ class Registry(Protocol):
 
     async def start(self) -> None: ...
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the registry has read what it answers from (the AWS mirror fills in the
+        background after `start()`); the gateway reports not ready (503 on /health) until then."""
+        ...
+
     async def is_registered(self, cp_id: str) -> bool: ...
 
     def invalidate(self, cp_id: str) -> None:

@@ -14,8 +14,8 @@ on throttling (`ProvisionedThroughputExceededException`, `ThrottlingException`),
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
@@ -27,6 +27,8 @@ from gateway.registry.aws_calls import (
     error_code,
 )
 from gateway.registry.base import RegistryMisconfigured, RegistryUnavailable
+from gateway.registry.key_batcher import KeyBatcher
+from gateway.registry.mirrored import PageToken
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -43,6 +45,10 @@ _THROTTLING_ERRORS = {
     "ThrottlingException",
     "RequestLimitExceeded",
 }
+# The most keys BatchGetItem takes per call.
+BATCH_SIZE = 100
+# Keys DynamoDB left unprocessed (throttling, 16 MB) are asked again after these pauses.
+UNPROCESSED_RETRY_DELAYS = (0.05, 0.2, 0.8)
 
 
 class DynamoDbRegistry(CachedAwsRegistry["DynamoDBClient"]):
@@ -61,9 +67,12 @@ class DynamoDbRegistry(CachedAwsRegistry["DynamoDBClient"]):
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         lookup_timeout: float | None = None,
+        batch_lookups: bool = False,
         client: DynamoDBClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`batch_lookups`: lookups made within a few milliseconds of each other share one
+        `BatchGetItem` (up to 100 keys) instead of a `GetItem` each."""
         super().__init__(
             region=region,
             endpoint_url=endpoint_url,
@@ -77,6 +86,15 @@ class DynamoDbRegistry(CachedAwsRegistry["DynamoDBClient"]):
         )
         self.table = table.strip()
         self.consistent_read = consistent_read
+        self.batch_lookups = batch_lookups
+        self._batcher: KeyBatcher[str] | None = (
+            KeyBatcher(self._lookup_many, max_keys=BATCH_SIZE) if batch_lookups else None
+        )
+
+    @property
+    def batches(self) -> int:
+        """BatchGetItem requests made (0 without `batch_lookups`)."""
+        return 0 if self._batcher is None else self._batcher.batches
 
     async def start(self) -> None:
         """Build the client and check the table; raises `RegistryMisconfigured` saying what to fix.
@@ -101,9 +119,14 @@ class DynamoDbRegistry(CachedAwsRegistry["DynamoDBClient"]):
             max_attempts=self.max_attempts,
         )
 
+    async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
+        await super().close()
+
     async def _check_table(self) -> None:
         try:
-            await self._lookup(PROBE_KEY)
+            await self._calls.run(self._lookup_blocking, PROBE_KEY)
         except RegistryMisconfigured:
             raise
         except RegistryUnavailable as exc:
@@ -124,7 +147,69 @@ class DynamoDbRegistry(CachedAwsRegistry["DynamoDBClient"]):
             raise RegistryUnavailable(f"DynamoDB GetItem failed: {exc}") from exc
         return "Item" in response
 
-    def _error(self, exc: ClientError, cp_id: str) -> Exception:
+    async def _lookup(self, cp_id: str) -> bool:
+        if self._batcher is None:
+            return await super()._lookup(cp_id)
+        return await self._batcher.lookup(cp_id)
+
+    async def _lookup_many(self, cp_ids: list[str]) -> Mapping[str, bool]:
+        return await self._calls.run(self._lookup_many_blocking, cp_ids)
+
+    def _lookup_many_blocking(self, cp_ids: list[str]) -> dict[str, bool]:
+        """{id: registered} for the ids DynamoDB answered; unprocessed ones are left out."""
+        registered: set[str] = set()
+        pending = list(cp_ids)
+        for pause in (0.0, *UNPROCESSED_RETRY_DELAYS):
+            if not pending:
+                break
+            time.sleep(pause)
+            found, pending = self._batch_get(pending)
+            registered.update(found)
+        unanswered = set(pending)
+        return {cp_id: cp_id in registered for cp_id in cp_ids if cp_id not in unanswered}
+
+    def _batch_get(self, cp_ids: list[str]) -> tuple[list[str], list[str]]:
+        """(ids found, ids left unprocessed) of one BatchGetItem."""
+        try:
+            response = self.client.batch_get_item(
+                RequestItems={
+                    self.table: {
+                        "Keys": [{KEY_ATTRIBUTE: {"S": cp_id}} for cp_id in cp_ids],
+                        "ProjectionExpression": "#id",
+                        "ExpressionAttributeNames": {"#id": KEY_ATTRIBUTE},
+                        "ConsistentRead": self.consistent_read,
+                    }
+                }
+            )
+        except ClientError as exc:
+            raise self._error(exc, "", action="BatchGetItem") from exc
+        except BotoCoreError as exc:
+            raise RegistryUnavailable(f"DynamoDB BatchGetItem failed: {exc}") from exc
+        items = response.get("Responses", {}).get(self.table, [])
+        unprocessed: Any = response.get("UnprocessedKeys", {}).get(self.table, {})
+        return [_key_of(item) for item in items], [
+            _key_of(key) for key in unprocessed.get("Keys", [])
+        ]
+
+    def _list_page_blocking(self, token: PageToken | None) -> tuple[list[str], PageToken | None]:
+        options: dict[str, Any] = {
+            "TableName": self.table,
+            "ProjectionExpression": "#id",
+            "ExpressionAttributeNames": {"#id": KEY_ATTRIBUTE},
+            "ConsistentRead": self.consistent_read,
+        }
+        if token is not None:
+            options["ExclusiveStartKey"] = token
+        try:
+            response = self.client.scan(**options)
+        except ClientError as exc:
+            raise self._error(exc, "", action="Scan") from exc
+        except BotoCoreError as exc:
+            raise RegistryUnavailable(f"DynamoDB Scan failed: {exc}") from exc
+        ids = [_key_of(item) for item in response.get("Items", [])]
+        return [cp_id for cp_id in ids if cp_id], response.get("LastEvaluatedKey") or None
+
+    def _error(self, exc: ClientError, cp_id: str, action: str = "GetItem") -> Exception:
         code = error_code(exc)
         where = f"table {self.table!r} in {self.client.meta.region_name}"
         if code == "ResourceNotFoundException":
@@ -140,13 +225,19 @@ class DynamoDbRegistry(CachedAwsRegistry["DynamoDBClient"]):
         else:
             hint = ""
             if code in _PERMISSION_ERRORS:
-                hint = f"; the gateway's role needs dynamodb:GetItem on {where}"
+                hint = f"; the gateway's role needs dynamodb:{action} on {where}"
             elif code in _THROTTLING_ERRORS:
                 hint = (
                     f"; {where} is throttling reads: raise its read capacity (or use on-demand) "
                     "or GATEWAY_REGISTRY_POSITIVE_TTL"
                 )
-            return RegistryUnavailable(f"DynamoDB GetItem failed: {exc}{hint}")
+            return RegistryUnavailable(f"DynamoDB {action} failed: {exc}{hint}")
         if cp_id == PROBE_KEY:
             return RegistryMisconfigured(f"the dynamodb registry cannot use {problem}")
-        return RegistryUnavailable(f"DynamoDB GetItem failed: {problem}")
+        return RegistryUnavailable(f"DynamoDB {action} failed: {problem}")
+
+
+def _key_of(item: Mapping[str, Any]) -> str:
+    """The charge point id of an item or key (`{"chargePointId": {"S": id}}`); "" if none."""
+    value = item.get(KEY_ATTRIBUTE, {})
+    return str(value.get("S", "")) if isinstance(value, Mapping) else ""

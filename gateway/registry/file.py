@@ -37,6 +37,8 @@ MAX_LOGGED_PROBLEMS = 20
 
 
 class FileRegistry:
+    loaded = True  # read in full by `start()`
+
     def __init__(self, path: Path | str, *, poll_interval: float = DEFAULT_POLL_INTERVAL) -> None:
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval}")

@@ -12,6 +12,8 @@ log = structlog.get_logger(__name__)
 
 
 class StaticRegistry:
+    loaded = True  # read in full by `start()`
+
     def __init__(self, ids: Iterable[str]) -> None:
         given = [cp_id.strip() for cp_id in ids]
         self.ids = frozenset(cp_id for cp_id in given if is_valid_cp_id(cp_id))

@@ -401,3 +401,19 @@ run "bad_inputs_are_refused_with_a_reason" {
     var.processor_zip,
   ]
 }
+
+run "the_registry_mirror_may_list_things_and_has_time_to_load" {
+  command = plan
+
+  assert {
+    condition = [for s in data.aws_iam_policy_document.gateway_registry.statement : [s.sid, one(s.actions), one(s.resources)]] == [
+      ["LookUpChargePoints", "iot:DescribeThing", "arn:aws:iot:us-east-1:123456789012:thing/*"],
+      ["ListChargePoints", "iot:ListThings", "*"],
+    ]
+    error_message = "the task role must allow DescribeThing on Things and ListThings (no resource type), and nothing more"
+  }
+  assert {
+    condition     = aws_ecs_service.gateway.health_check_grace_period_seconds >= 120 && jsondecode(aws_ecs_task_definition.gateway.container_definitions)[0].healthCheck.startPeriod >= 120
+    error_message = "health checks must wait for the registry mirror's first load (/health is 503 until then)"
+  }
+}

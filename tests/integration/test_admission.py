@@ -41,6 +41,8 @@ PASSWORD = "a long random password"
 class GatedRegistry:
     """A registry that answers only once `gate` is set: a registry as slow as a test wants."""
 
+    loaded = True
+
     def __init__(self) -> None:
         self.gate = asyncio.Event()
         self.waiting = 0

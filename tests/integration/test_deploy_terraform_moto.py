@@ -157,7 +157,8 @@ def test_task_role_may_only_bridge_charge_points(deployment: Deployment) -> None
     }
     lookup = iam.get_role_policy(RoleName="ocpp-gateway-task", PolicyName="look-up-things")
     assert policy_statements(json.dumps(lookup["PolicyDocument"])) == {
-        "LookUpChargePoints": (["iot:DescribeThing"], [f"{prefix}:thing/*"])
+        "LookUpChargePoints": (["iot:DescribeThing"], [f"{prefix}:thing/*"]),
+        "ListChargePoints": (["iot:ListThings"], ["*"]),
     }
 
 

@@ -149,6 +149,7 @@ async def test_a_thing_deleted_while_its_cp_is_connected_is_closed_by_revalidati
         registry_positive_ttl=0.2,
         registry_revalidate_interval=0.2,
         registry_events_topic="",  # no deletion event: re-validation alone must find out
+        registry_mirror=False,  # the per-id lookups' cache; the mirror's re-read is tested apart
     ) as gateway:
         async with connect(ws_url(gateway, "CP1"), subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
             await ws.send('[2,"1","Heartbeat",{}]')
@@ -178,6 +179,7 @@ async def test_a_hung_registry_serves_known_ids_at_once_and_bounds_unknown_ones(
         registry_timeout=1.0,
         registry_events_topic="",
         registry_revalidate_interval=0,
+        registry_mirror=False,  # the per-id lookups' cache; the mirror is tested apart
     ) as gateway:
         registry = gateway.registry
         assert isinstance(registry, AwsIotRegistry)

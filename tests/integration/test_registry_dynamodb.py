@@ -79,6 +79,7 @@ def gateway(broker: MosquittoProcess, moto_server: MotoServer) -> Iterator[Gatew
         moto_server,
         GATEWAY_REGISTRY_POSITIVE_TTL="0.2",
         GATEWAY_REGISTRY_REVALIDATE_INTERVAL="0.2",
+        GATEWAY_REGISTRY_RESYNC_INTERVAL="0.2",  # a removed item leaves the mirror at the re-read
     )
     process.start()
     yield process
@@ -119,17 +120,25 @@ def registry_figures(gateway: GatewayProcess) -> dict[str, float]:
         sample.name: sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name.startswith("ocpp_gateway_registry_cache_")
+        if sample.name.startswith(("ocpp_gateway_registry_cache_", "ocpp_gateway_registry_mirror_"))
     }
 
 
-async def test_metrics_count_the_table_lookups(gateway: GatewayProcess, csms: MqttPeer) -> None:
-    async with connect(gateway.url("CP1"), subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
-        await ws.send('[2,"1","Heartbeat",{}]')
-        await csms.next()
+async def test_metrics_count_the_mirror_and_the_table_lookups(
+    gateway: GatewayProcess, csms: MqttPeer
+) -> None:
+    for cp_id in ("CP1", "CP2"):  # CP2 is in no item: looked up by key
+        async with connect(gateway.url(cp_id), subprotocols=["ocpp2.0.1"]) as ws:  # type: ignore[list-item]
+            if cp_id == "CP1":
+                await ws.send('[2,"1","Heartbeat",{}]')
+                await csms.next()
+            else:
+                await close_of(ws)
     figures = await asyncio.to_thread(registry_figures, gateway)
     assert figures["ocpp_gateway_registry_cache_lookups_total"] >= 1
     assert figures["ocpp_gateway_registry_cache_errors_total"] == 0
+    assert figures["ocpp_gateway_registry_mirror_syncs_total"] >= 1
+    assert figures["ocpp_gateway_registry_mirror_ids"] == 1
 
 
 def test_a_missing_table_stops_the_gateway_with_what_to_fix(

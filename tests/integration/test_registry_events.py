@@ -22,8 +22,8 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.links.broker import BrokerSettings, connection_factory
 from gateway.links.crt_connection import CrtConnection
-from gateway.registry.aws_iot import AwsIotRegistry
 from gateway.registry.events import RegistryEventWatcher, build_event_watcher
+from gateway.registry.mirrored import MirroredRegistry
 from gateway.server import Gateway
 from gateway.settings import LinkImpl, Settings
 from tests.support.aws import MotoServer, isolate_from_real_aws
@@ -117,6 +117,9 @@ async def test_a_deleted_thing_is_closed_with_1008_and_refused_when_it_comes_bac
 ) -> None:
     iot(moto_server).create_thing(thingName="CP-EV1")
     async with aws_gateway(broker.url, moto_server) as gateway:
+        registry = gateway.registry
+        assert isinstance(registry, MirroredRegistry)
+        await asyncio.wait_for(registry.wait_loaded(), 10)
         assert watcher_of(gateway).subscribed
         ws = await connect_cp(gateway, "CP-EV1")
         iot(moto_server).delete_thing(thingName="CP-EV1")
@@ -125,9 +128,9 @@ async def test_a_deleted_thing_is_closed_with_1008_and_refused_when_it_comes_bac
 
         async with connect(ws_url(gateway, "CP-EV1"), subprotocols=["ocpp2.0.1"]) as again:  # type: ignore[list-item]
             assert await close_of(again) == (1008, NOT_REGISTERED.format("CP-EV1"))
-        registry = gateway.registry
-        assert isinstance(registry, AwsIotRegistry)
-        assert registry.stats.lookups == 1  # the refusal needed no DescribeThing
+        assert "CP-EV1" not in registry.mirror
+        # Admitted from the mirror, refused from the event: no DescribeThing at all.
+        assert registry.stats.lookups == 0
 
 
 async def test_other_events_and_bad_payloads_close_nothing(

@@ -168,6 +168,7 @@ async def test_metrics_show_registry_throttles_and_lookups(
             aws_region=REGION,
             aws_endpoint_url=proxy.url,
             registry_events_topic="",
+            registry_mirror=False,  # every connect asks AWS: the figures are the lookups'
         ) as gateway,
         mqtt_peer(broker.url, "+/in") as csms,
     ):

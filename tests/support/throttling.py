@@ -26,6 +26,7 @@ class ThrottlingProxy:
         self.throttled = 0
         self.forwarded = 0
         self._to_throttle = 0
+        self._only_path: str | None = None
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(
             ("127.0.0.1", 0), self._handler(upstream.hostname, upstream.port)
@@ -35,18 +36,21 @@ class ThrottlingProxy:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
-    def throttle(self, requests: int) -> None:
-        """Answer the next `requests` requests with a throttling error."""
+    def throttle(self, requests: int, only_path: str | None = None) -> None:
+        """Answer the next `requests` requests with a throttling error; with `only_path`, only
+        requests for that path (e.g. `/things`: ListThings, not DescribeThing)."""
         with self._lock:
             self._to_throttle = requests
+            self._only_path = only_path
 
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
 
-    def _take_throttle(self) -> bool:
+    def _take_throttle(self, path: str) -> bool:
         with self._lock:
-            if self._to_throttle == 0:
+            other_path = self._only_path is not None and path.partition("?")[0] != self._only_path
+            if self._to_throttle == 0 or other_path:
                 self.forwarded += 1
                 return False
             self._to_throttle -= 1
@@ -79,7 +83,7 @@ class ThrottlingProxy:
 
             def _answer(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if proxy._take_throttle():
+                if proxy._take_throttle(self.path):
                     self._throttled()
                     return
                 upstream = http.client.HTTPConnection(upstream_host, upstream_port, timeout=10)

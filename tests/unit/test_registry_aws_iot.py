@@ -230,7 +230,7 @@ async def test_the_client_retries_in_adaptive_mode_with_the_configured_attempts(
     try:
         config = registry.client.meta.config
         assert config.retries == {"mode": "adaptive", "total_max_attempts": 5}
-        assert config.max_pool_connections == 4
+        assert config.max_pool_connections == 5  # one more for the mirror's listing
     finally:
         await registry.close()
 

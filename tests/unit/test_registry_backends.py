@@ -15,6 +15,7 @@ from gateway.registry import (
     build_registry,
 )
 from gateway.registry.aws_iot import AwsIotRegistry
+from gateway.registry.mirrored import MirroredRegistry
 from gateway.settings import Settings
 
 
@@ -85,13 +86,24 @@ def test_build_aws_iot_registry_from_environment(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
     monkeypatch.setenv("GATEWAY_AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
     monkeypatch.setenv("GATEWAY_REGISTRY_MAX_CONCURRENCY", "4")
-    registry = build_registry(settings())
+    monkeypatch.setenv("GATEWAY_REGISTRY_RESYNC_INTERVAL", "60")
+    mirrored = build_registry(settings())
+    assert isinstance(mirrored, MirroredRegistry)
+    assert mirrored.resync_interval == 60
+    registry = mirrored.source
     assert isinstance(registry, AwsIotRegistry)
     assert (registry.region, registry.endpoint_url, registry.max_concurrency) == (
         "eu-west-1",
         "http://127.0.0.1:5000",
         4,
     )
+
+
+def test_without_the_mirror_the_aws_registry_is_used_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_REGISTRY", "aws-iot")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("GATEWAY_REGISTRY_MIRROR", "false")
+    assert isinstance(build_registry(settings()), AwsIotRegistry)
 
 
 @pytest.mark.parametrize(

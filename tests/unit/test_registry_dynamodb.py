@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 from gateway.registry import build_registry
 from gateway.registry.base import RegistryMisconfigured, RegistryUnavailable
 from gateway.registry.dynamodb import KEY_ATTRIBUTE, PROBE_KEY, DynamoDbRegistry
+from gateway.registry.mirrored import MirroredRegistry
 from gateway.settings import Settings
 from tests.support.aws import isolate_from_real_aws
 from tests.support.clock import FakeClock
@@ -309,8 +310,11 @@ def test_build_dynamodb_registry_from_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("GATEWAY_REGISTRY_MAX_CONCURRENCY", "8")
     monkeypatch.setenv("AWS_REGION", "eu-west-1")
     monkeypatch.setenv("GATEWAY_AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
-    registry = build_registry(Settings(_env_file=None))
+    mirrored = build_registry(Settings(_env_file=None))
+    assert isinstance(mirrored, MirroredRegistry)
+    registry = mirrored.source
     assert isinstance(registry, DynamoDbRegistry)
+    assert registry.batch_lookups
     assert (registry.table, registry.consistent_read, registry.max_attempts) == (TABLE, True, 5)
     assert (registry.max_concurrency, registry.region, registry.endpoint_url) == (
         8,

@@ -8,6 +8,7 @@ from gateway.observability import Metrics
 from gateway.registry import StaticRegistry
 from gateway.registry.cache import CacheStats
 from gateway.registry.metrics import RegistryCacheCollector, cache_stats_of
+from gateway.registry.mirrored import MirrorStats
 
 
 class CachingRegistry:
@@ -57,3 +58,25 @@ def test_only_cache_stats_count_as_stats() -> None:
 
     assert cache_stats_of(Odd()) is None
     assert cache_stats_of(CachingRegistry()) is not None
+
+
+def test_the_mirror_counters_and_gauges_are_exported() -> None:
+    class Mirrored(CachingRegistry):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mirror_stats = MirrorStats(hits=5, misses=2, syncs=1, pages=3, ids=700)
+
+    registry = Mirrored()
+    metrics = Metrics()
+    metrics.registry.register(RegistryCacheCollector(registry))
+    text = metrics.render().decode()
+    figures = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("ocpp_gateway_registry_mirror_")
+    }
+    assert figures["ocpp_gateway_registry_mirror_hits_total"] == 5.0
+    assert figures["ocpp_gateway_registry_mirror_pages_total"] == 3.0
+    assert figures["ocpp_gateway_registry_mirror_ids"] == 700.0
+    assert figures["ocpp_gateway_registry_mirror_loaded"] == 0.0
