@@ -147,6 +147,11 @@ class Metrics:
             "Connections admitted whose WebSocket handshake is not over yet",
             registry=r,
         )
+        self.accept_queue = Gauge(
+            "ocpp_gateway_accept_queue",
+            "Connections waiting in the kernel's accept queue (Linux), counted as handshakes",
+            registry=r,
+        )
         self.accept_errors = Counter(
             "ocpp_gateway_accept_errors",
             "accept() failures for lack of file descriptors, by errno",

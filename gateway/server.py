@@ -19,6 +19,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from gateway import closes
+from gateway.accept_queue import waiting_to_be_accepted
 from gateway.admin import AdminApi, AdminServer
 from gateway.admission import (
     REFUSAL_REASONS,
@@ -86,6 +87,7 @@ class Gateway:
         )
         self.admission = AdmissionGate(self.max_connections, settings.max_handshakes)
         metrics.handshakes_in_flight.set_function(lambda: self.admission.handshaking)
+        metrics.accept_queue.set_function(self._waiting_to_be_accepted)
         self._server: Server | None = None
         # When each handshake arrived (wall clock): across replicas the newest connection wins.
         self._handshake_times: weakref.WeakKeyDictionary[ServerConnection, float] = (
@@ -308,10 +310,17 @@ class Gateway:
                 else "the gateway is shutting down; reconnect",
             )
         ticket = self._tickets.get(connection)
-        refusal = self.admission.admit(ticket) if ticket is not None else None
+        refusal = (
+            self.admission.admit(ticket, self._waiting_to_be_accepted())
+            if ticket is not None
+            else None
+        )
         if refusal is not None:
             self.metrics.admissions_refused.labels(reason=refusal.value).inc()
             raise HandshakeRefused(HTTPStatus.SERVICE_UNAVAILABLE, REFUSAL_REASONS[refusal])
+
+    def _waiting_to_be_accepted(self) -> int:
+        return waiting_to_be_accepted(self._server.sockets) if self._server is not None else 0
 
     async def _admit(self, cp_id: str, connection: ServerConnection, request: Request) -> None:
         """Checks that refuse a charge point with an HTTP status, before the upgrade."""

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import json
 import signal
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,24 @@ async def test_past_the_storm_threshold_handshakes_get_503_at_once(
         for outcome in [*outcomes, again]:
             if outcome.connection is not None:
                 await outcome.connection.close()
+
+
+async def test_connections_in_the_kernels_accept_queue_are_counted(
+    broker: MosquittoProcess,
+) -> None:
+    async with gated_gateway(broker.url) as gw:
+        # Connected without yielding to the event loop: the gateway has not accepted them yet,
+        # as in a storm that keeps the loop busy. The kernel has completed their TCP handshakes.
+        waiting = [socket.create_connection(("127.0.0.1", gw.port)) for _ in range(3)]
+        try:
+            text = gw.metrics.render().decode()
+            assert metric(text, "ocpp_gateway_accept_queue") == 3
+            await until(lambda: gw.admission.handshaking == 3, what="the 3 accepted")
+            text = gw.metrics.render().decode()
+            assert metric(text, "ocpp_gateway_accept_queue") == 0
+        finally:
+            for sock in waiting:
+                sock.close()
 
 
 def basic(user: str, password: str) -> dict[str, str]:
