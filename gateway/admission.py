@@ -3,8 +3,7 @@
 The server asks these classes and functions before the upgrade and does what they answer:
 
 - `AdmissionGate`: connections held (admitted and not yet closed) against the connection limit,
-  and handshakes in progress (accepted, not yet upgraded, or still in the kernel's accept queue)
-  against the storm threshold. A
+  and handshakes in progress (accepted, not yet upgraded) against the storm threshold. A
   connection is held from the moment it is admitted, before the registry or the password check
   answers, so a slow registry cannot let more in than the limit.
 - `default_max_connections`: the connection limit the open-files limit allows for a link mode.
@@ -81,14 +80,13 @@ class AdmissionGate:
         self.handshaking += 1
         return Ticket()
 
-    def admit(self, ticket: Ticket, waiting: int = 0) -> Refusal | None:
-        """`waiting`: connections in the kernel's accept queue, not accepted yet."""
+    def admit(self, ticket: Ticket) -> Refusal | None:
         if ticket.held or ticket.released:
             return None
         if self.held >= self.max_connections:
             return Refusal.CONNECTION_LIMIT
         # `ticket` itself is one of the handshakes in progress.
-        if self.handshaking + waiting > self.max_handshakes:
+        if self.handshaking > self.max_handshakes:
             return Refusal.STORM
         ticket.held = True
         self.held += 1

@@ -310,11 +310,7 @@ class Gateway:
                 else "the gateway is shutting down; reconnect",
             )
         ticket = self._tickets.get(connection)
-        refusal = (
-            self.admission.admit(ticket, self._waiting_to_be_accepted())
-            if ticket is not None
-            else None
-        )
+        refusal = self.admission.admit(ticket) if ticket is not None else None
         if refusal is not None:
             self.metrics.admissions_refused.labels(reason=refusal.value).inc()
             raise HandshakeRefused(HTTPStatus.SERVICE_UNAVAILABLE, REFUSAL_REASONS[refusal])

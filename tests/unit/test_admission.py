@@ -83,14 +83,6 @@ def test_the_storm_threshold_counts_accepted_handshakes_not_yet_upgraded() -> No
     assert (gate.held, gate.handshaking) == (3, 2)
 
 
-def test_the_storm_threshold_also_counts_connections_not_accepted_yet() -> None:
-    gate = AdmissionGate(max_connections=100, max_handshakes=3)
-    ticket = gate.accepted()
-    assert gate.admit(ticket, waiting=3) is Refusal.STORM  # 1 accepted + 3 in the kernel
-    gate.upgraded(ticket)
-    assert gate.admit(gate.accepted(), waiting=2) is None
-
-
 def test_the_connection_limit_is_checked_before_the_storm_threshold() -> None:
     gate = AdmissionGate(max_connections=1, max_handshakes=1)
     admitted(gate)
