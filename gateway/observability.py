@@ -105,6 +105,13 @@ class Metrics:
             ["direction", "reason"],
             registry=r,
         )
+        self.late_farewells = Counter(
+            "ocpp_gateway_presence_late_farewells",
+            "Offline documents of CPs closed while the broker was away, once it was back: "
+            "published, or superseded by a newer document",
+            ["result"],
+            registry=r,
+        )
         self.takeovers = Counter(
             "ocpp_gateway_takeovers",
             "Connections replaced by a newer one for the same charge point",

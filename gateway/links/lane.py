@@ -36,6 +36,7 @@ from gateway.links.connection import (
 )
 from gateway.links.pool import LaneRoom
 from gateway.links.probe import check_forever
+from gateway.links.retained import RetainedReader
 from gateway.observability import Metrics
 from gateway.presence import gateway_status
 from gateway.tasks import cancel_and_wait
@@ -93,6 +94,7 @@ class Lane:
             ),
             self,
         )
+        self.retained = RetainedReader(self.connection)
         max_topics = self.connection.max_topics_per_packet
         self._subscribing = TopicBatcher(self.connection.subscribe, max_topics)
         self._unsubscribing = TopicBatcher(self.connection.unsubscribe, max_topics)
@@ -191,6 +193,9 @@ class Lane:
 
     def publish_in_background(self, topic: str, payload: bytes) -> None:
         self.in_background(self._publish_quietly(topic, payload))
+
+    async def publish_retained(self, topic: str, payload: bytes) -> None:
+        await self.connection.publish(topic, payload, retain=True)
 
     async def _publish_quietly(self, topic: str, payload: bytes) -> None:
         if self.ready:
@@ -306,6 +311,8 @@ class Lane:
         claimant = self._by_claim_topic.get(topic)
         if claimant is not None:
             claimant.consider(decode_claim(payload))
+            return
+        self.retained.message(topic, payload)
 
     def _grace_expired(self) -> None:
         self._grace_timer = None

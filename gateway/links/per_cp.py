@@ -44,6 +44,7 @@ from gateway.links.connection import (
     Will,
     describe,
 )
+from gateway.links.farewells import LateFarewells
 from gateway.links.grace import publish_within_grace
 from gateway.links.outbox import Outbox
 from gateway.links.probe import BrokerProbe
@@ -61,7 +62,8 @@ class PerCpLink:
         self.broker = broker
         self.metrics = metrics
         self.connect = connect
-        self.probe = BrokerProbe(connect, broker, metrics)
+        self.probe = BrokerProbe(connect, broker, metrics, on_ready=self._publish_farewells)
+        self.farewells = LateFarewells(metrics)
 
     @property
     def ready(self) -> bool:
@@ -82,10 +84,25 @@ class PerCpLink:
     ) -> Channel:
         claim = Claim(since or time.time(), self.broker.gateway_id, next_connection_id())
         channel = PerCpChannel(self, cp_id, subprotocol, deliver, on_lost, claim, presence)
+        self.farewells.forget(channel.presence_topic)
         await channel.open()
         return channel
 
+    def farewell_later(self, topic: str, presence: Presence, farewell: bytes) -> None:
+        self.farewells.keep(topic, presence, farewell)
+        if self.probe.ready:
+            self._publish_farewells()
+
+    def _publish_farewells(self) -> None:
+        self.farewells.publish_soon(
+            lambda: self.probe.ready, self.probe.read_retained, self._publish_retained
+        )
+
+    async def _publish_retained(self, topic: str, payload: bytes) -> None:
+        await self.probe.connection.publish(topic, payload, retain=True)
+
     async def close(self) -> None:
+        await self.farewells.close()
         await self.probe.close()
 
 
@@ -104,13 +121,14 @@ class PerCpChannel:
         self.cp_id = cp_id
         self.claim = claim
         self._broker = broker
+        self._link = link
         self._probe = link.probe
         self._metrics = link.metrics
         self._on_lost = on_lost
         self._in_topic = broker.topic_in.format(cp_id=cp_id)
         self._out_topic = broker.topic_out.format(cp_id=cp_id)
         self._claim_topic = broker.topic_claim.format(cp_id=cp_id)
-        self._presence_topic = broker.topic_presence.format(cp_id=cp_id)
+        self.presence_topic = broker.topic_presence.format(cp_id=cp_id)
         self._presence = presence
         self._properties = (("subprotocol", subprotocol),)
         self._undelivered_topic = broker.topic_undelivered.format(cp_id=cp_id)
@@ -138,7 +156,7 @@ class PerCpChannel:
                 session_expiry=int(broker.broker_grace),
                 reconnect=False,
                 # The broker says the CP is offline if the gateway vanishes without closing.
-                will=Will(self._presence_topic, presence.will) if presence else None,
+                will=Will(self.presence_topic, presence.will) if presence else None,
             ),
             self,
         )
@@ -198,8 +216,10 @@ class PerCpChannel:
 
     async def close(self, farewell: bytes | None = None) -> None:
         await self._outbox.close()  # what is queued reaches the CP, or is reported undelivered
-        if farewell is not None and self._connected.is_set():
-            await self._announce(farewell)
+        if farewell is not None:
+            sent = self._connected.is_set() and await self._announce(farewell)
+            if not sent and self._presence is not None:  # the broker is away: once it is back
+                self._link.farewell_later(self.presence_topic, self._presence, farewell)
         current = asyncio.current_task()
         pending = {task for task in self._tasks if task is not current}
         if pending and self._connected.is_set():  # notices on their way to the broker
@@ -322,10 +342,13 @@ class PerCpChannel:
         with contextlib.suppress(LinkError):
             await self._publish_claim()
 
-    async def _announce(self, document: bytes) -> None:
+    async def _announce(self, document: bytes) -> bool:
         """Publish a presence document, retained; a failure only leaves the older one."""
-        with contextlib.suppress(LinkError):
-            await self._connection.publish(self._presence_topic, document, retain=True)
+        try:
+            await self._connection.publish(self.presence_topic, document, retain=True)
+        except LinkError:
+            return False
+        return True
 
     async def _publish_claim(self) -> None:
         await self._probe.connection.publish(self._claim_topic, self.claim.encode(), retain=True)

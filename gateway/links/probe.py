@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import structlog
@@ -23,18 +24,15 @@ from gateway.links.connection import (
     ConnectionOptions,
     Down,
     LinkError,
-    Subscription,
     describe,
 )
+from gateway.links.retained import RetainedReader
 from gateway.links.tls import TlsConfigError, diagnose_tls, load_tls_material, ssl_context
 from gateway.observability import Metrics
 from gateway.settings import MqttAuth
 from gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
-
-# A retained message arrives right after the SUBACK; wait this long for one that may exist.
-RETAINED_WAIT = 1.0
 
 
 async def check_forever(connection: BrokerConnection, topic: str, interval: float) -> None:
@@ -69,17 +67,23 @@ async def explain_unreachable(broker: BrokerSettings, error: str | None) -> None
 
 class BrokerProbe:
     def __init__(
-        self, connect: ConnectionFactory, broker: BrokerSettings, metrics: Metrics
+        self,
+        connect: ConnectionFactory,
+        broker: BrokerSettings,
+        metrics: Metrics,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
+        """`on_ready`: called each time the broker becomes reachable."""
         self._broker = broker
         self._metrics = metrics
+        self._on_ready = on_ready
         self.connection = connect(
             ConnectionOptions(broker.client_id("probe"), min_delay=0.2, max_delay=1.0), self
         )
         self._ready = asyncio.Event()
         self._last_error: str | None = None
         self._checker: asyncio.Task[None] | None = None
-        self._reads: dict[str, asyncio.Future[bytes]] = {}
+        self._retained = RetainedReader(self.connection)
 
     @property
     def ready(self) -> bool:
@@ -103,24 +107,7 @@ class BrokerProbe:
 
     async def read_retained(self, topic: str) -> bytes | None:
         """The message retained on `topic`, or None (none, or the broker cannot be asked)."""
-        if not self.ready:
-            return None
-        if topic in self._reads:  # another channel of this CP asks already: share its answer
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                return await asyncio.wait_for(asyncio.shield(self._reads[topic]), RETAINED_WAIT)
-            return None
-        waiter = self._reads[topic] = asyncio.get_running_loop().create_future()
-        try:
-            await self.connection.subscribe([Subscription(topic)])
-            with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(waiter, RETAINED_WAIT)
-            return None
-        except LinkError:
-            return None
-        finally:
-            del self._reads[topic]
-            with contextlib.suppress(LinkError):
-                await self.connection.unsubscribe([topic])
+        return await self._retained.read(topic) if self.ready else None
 
     # -- connection events -----------------------------------------------------------------
 
@@ -134,15 +121,15 @@ class BrokerProbe:
         self._set_ready(False)
 
     def message(self, topic: str, payload: bytes) -> None:
-        waiter = self._reads.get(topic)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(payload)
+        self._retained.message(topic, payload)
 
     def _set_ready(self, ready: bool) -> None:
         if ready and not self.ready:
             address = parse_broker_url(self._broker.mqtt_url)
             log.info("broker.reachable", host=address.host, port=address.port)
             self._ready.set()
+            if self._on_ready is not None:
+                self._on_ready()
         elif not ready:
             self._ready.clear()
         self._metrics.link_ready.set(1 if ready else 0)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import structlog
@@ -35,6 +36,7 @@ from gateway.links.base import BrokerUnavailable, Channel, Deliver, LinkLost, On
 from gateway.links.broker import BrokerSettings, ConnectionFactory
 from gateway.links.claims import Claim, next_connection_id
 from gateway.links.connection import LinkError, Subscription
+from gateway.links.farewells import LateFarewells
 from gateway.links.grace import publish_within_grace
 from gateway.links.lane import Lane
 from gateway.links.outbox import Outbox
@@ -46,6 +48,8 @@ from gateway.presence import Presence
 
 log = structlog.get_logger(__name__)
 
+FarewellLater = Callable[[str, Presence, bytes], None]
+
 
 class SharedLink:
     def __init__(
@@ -55,6 +59,7 @@ class SharedLink:
         self.metrics = metrics
         self._connect = connect
         self._was_ready = False
+        self.farewells = LateFarewells(metrics)
         self.lanes = [Lane(broker, metrics, connect, 0, self._lane_changed, self._gateway_online)]
 
     @property
@@ -84,7 +89,10 @@ class SharedLink:
             raise BrokerUnavailable("the gateway is not connected to the broker")
         claim = Claim(since or time.time(), self.broker.gateway_id, next_connection_id())
         lane = self._lane_for(self.broker.topic_out.format(cp_id=cp_id))
-        channel = SharedChannel(lane, cp_id, subprotocol, deliver, on_lost, claim, presence)
+        channel = SharedChannel(
+            lane, cp_id, subprotocol, deliver, on_lost, claim, presence, self.farewell_later
+        )
+        self.farewells.forget(channel.presence_topic)
         lane.add(channel)
         try:
             if not lane.ready:  # a lane just opened
@@ -133,6 +141,20 @@ class SharedLink:
         if ready and not self._was_ready:
             log.info("broker.reachable", url=_without_credentials(self.broker.mqtt_url))
         self._was_ready = ready
+        self._publish_farewells()
+
+    def farewell_later(self, topic: str, presence: Presence, farewell: bytes) -> None:
+        self.farewells.keep(topic, presence, farewell)
+        self._publish_farewells()
+
+    def _publish_farewells(self) -> None:
+        # Reading a retained document takes a subscription for a moment: the emptiest lane's.
+        ready = [lane for lane in self.lanes if lane.ready]
+        if ready:
+            lane = min(ready, key=lambda lane: lane.subscriptions)
+            self.farewells.publish_soon(
+                lambda: lane.ready, lane.retained.read, lane.publish_retained
+            )
 
     def _gateway_online(self) -> None:
         """The primary lane's will may have taken every CP of the gateway offline for status
@@ -141,6 +163,7 @@ class SharedLink:
             lane.announce_cps()
 
     async def close(self) -> None:
+        await self.farewells.close()
         # The primary says `online: false` for the gateway; the others only disconnect.
         await asyncio.gather(*(lane.close() for lane in self.lanes))
         self.metrics.link_ready.set(0)
@@ -158,10 +181,13 @@ class SharedChannel:
         on_lost: OnLost,
         claim: Claim,
         presence: Presence | None = None,
+        farewell_later: FarewellLater | None = None,
     ) -> None:
+        """`farewell_later`: keeps an offline document the broker could not take at close."""
         broker = lane.broker
         self._lane = lane
         self._presence = presence
+        self._farewell_later = farewell_later
         self.presence_topic = broker.topic_presence.format(cp_id=cp_id)
         self._on_lost = on_lost
         self.cp_id = cp_id
@@ -232,9 +258,14 @@ class SharedChannel:
         await self._lane.connection.publish(self.presence_topic, document, retain=True)
 
     async def close(self, farewell: bytes | None = None) -> None:
-        if farewell is not None and self._lane.ready:
-            with contextlib.suppress(LinkError):
-                await self._announce(farewell)
+        if farewell is not None:
+            sent = False
+            if self._lane.ready:
+                with contextlib.suppress(LinkError):
+                    await self._announce(farewell)
+                    sent = True
+            if not sent and self._presence is not None and self._farewell_later is not None:
+                self._farewell_later(self.presence_topic, self._presence, farewell)
         self._ended.set()
         await self.outbox.close()
         await self._lane.release(self)

@@ -190,10 +190,9 @@ async def test_calls_published_while_it_reconnects_after_a_kill_9_are_answered(
     """The local stack's broker keeps sessions (saved every second) and its one processor
     subscribes without a share group (Mosquitto forgets shared subscriptions when it restarts):
     the session survives a kill -9, so calls published before it has reconnected wait for it."""
-    persistence = ["persistence true", f"persistence_location {tmp_path}/", "autosave_interval 1"]
-    if os.geteuid() == 0:  # as root, Mosquitto would switch to a user that cannot write there
-        persistence.append("user root")
-    broker = start_broker(persistence)
+    broker = start_broker(
+        ["persistence true", f"persistence_location {tmp_path}/", "autosave_interval 1"]
+    )
     try:
         async with running_processor(broker.url, share_group="") as processor:
             await asyncio.sleep(3.0)  # the processor's session is on disk (saved every 1-2 s)

@@ -8,6 +8,7 @@ broker can be stopped, started and restarted by tests; it never touches the syst
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -75,6 +76,10 @@ class MosquittoProcess:
             "set_tcp_nodelay true",
             *self.extra_config,
         ]
+        if os.geteuid() == 0:
+            # As root, Mosquitto switches to the user `mosquitto`, which cannot write the
+            # (root's, private) working folder: persistence would fail.
+            lines.append("user root")
         config.write_text("\n".join(lines) + "\n")
         return config
 

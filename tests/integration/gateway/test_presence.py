@@ -12,9 +12,11 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from bench.chaos import persistent_broker
 from tests.support.gateway import GatewayProcess, running_gateway, ws_url
 from tests.support.mosquitto import MosquittoProcess
 from tests.support.mqtt import MqttPeer, mqtt_peer
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +127,36 @@ async def test_sigterm_says_shutdown_and_kill_leaves_a_will(
                     assert status["gateway"] == "gw-kill"
         finally:
             process.stop()
+
+
+async def test_a_cp_closed_while_the_broker_is_away_is_announced_offline_once_it_is_back() -> None:
+    """The broker is killed past the grace period and comes back with its retained state."""
+    async with (
+        persistent_broker() as broker,
+        running_gateway(broker.url, broker_grace=2.0, mqtt_timeout=1.0) as gw,
+        connect(ws_url(gw), subprotocols=["ocpp2.0.1"]) as ws,
+    ):
+        await ws.send('[2,"1","Heartbeat",{}]')
+        async with mqtt_peer(broker.url, "CP1/presence") as consumer:
+            online = await document_on(consumer, "CP1/presence", lambda d: d["connected"])
+        # Killed only once Mosquitto has saved the document (it saves every second or two).
+        saved = broker.workdir / "mosquitto.db"
+        await until(
+            lambda: saved.exists() and b'"connected": true' in saved.read_bytes(),
+            what="the online document saved to disk",
+        )
+        assert broker.process is not None
+        broker.process.kill()
+        broker.process.wait()
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 15)
+        assert ws.close_code == 1011
+        broker.start()
+        async with mqtt_peer(broker.url, "CP1/presence") as consumer:
+            offline = await document_on(
+                consumer, "CP1/presence", lambda d: not d["connected"], timeout=15
+            )
+        assert offline["connection"] == online["connection"]
+        assert (offline["code"], offline["closed_by"]) == (1011, "broker_loss")
+        text = gw.metrics.render().decode()
+        assert 'ocpp_gateway_presence_late_farewells_total{result="published"} 1.0' in text
