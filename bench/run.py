@@ -196,10 +196,17 @@ def ws_ceiling(args: argparse.Namespace) -> dict[str, Any]:
         before = sample({"echo": echo.pid})
         result = closed_loop(f"ws://127.0.0.1:{port}", args, id_prefix="WS")
         after = sample({"echo": echo.pid})
-    figures = cpu_figures(
-        before, after, int(result["calls_ok"]), "echo", {"fleet": float(result["cpu_s"])}
-    )
-    return {"run": "ceiling-websocket", "cps": args.cps, **_calls(result), **figures}
+    calls = int(result["calls_ok"])
+    figures = cpu_figures(before, after, calls, "echo", {"fleet": float(result["cpu_s"])})
+    echo_s = after.cpu_s["echo"] - before.cpu_s["echo"]
+    return {
+        "run": "ceiling-websocket",
+        "cps": args.cps,
+        **_calls(result),
+        # The server's own CPU per call: what relaying costs with no broker in the way.
+        "cpu_ms_per_1000_calls": round(echo_s / calls * 1e6, 1) if calls else None,
+        **figures,
+    }
 
 
 def mqtt_ceiling(
@@ -348,18 +355,21 @@ def table(rows: list[dict[str, Any]]) -> str:
     ceiling = next((r for r in rows if r["run"] == "ceiling-websocket"), None)
     header = (
         f"{'run':28} {'phase':6} {'CPs':>6} {'calls/s':>9} {'vs ws':>6} {'p50 ms':>8} "
-        f"{'p99 ms':>8} {'cpu ms/1k':>9} {'conn/s':>8} {'KB/CP':>6} {'idle cpu%':>9} "
+        f"{'p99 ms':>8} {'cpu ms/1k':>9} {'cpu/ws':>6} {'conn/s':>8} {'KB/CP':>6} {'idle cpu%':>9} "
         f"{'busiest':16} {'bound':>7}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
-        ratio = ""
+        ratio = cpu_ratio = ""
         if ceiling and row.get("calls_per_s") and row["run"] != "ceiling-websocket":
             ratio = f"{row['calls_per_s'] / ceiling['calls_per_s']:.2f}"
+        cpu = row.get("cpu_ms_per_1000_calls")
+        if ceiling and cpu and ceiling.get("cpu_ms_per_1000_calls") and row is not ceiling:
+            cpu_ratio = f"{cpu / ceiling['cpu_ms_per_1000_calls']:.2f}"
         lines.append(
             f"{row['run']:28} {row.get('phase', ''):6} {row['cps']:>6} "
             f"{_cell(row.get('calls_per_s')):>9} {ratio:>6} {_cell(row.get('p50_ms')):>8} "
-            f"{_cell(row.get('p99_ms')):>8} {_cell(row.get('cpu_ms_per_1000_calls')):>9} "
+            f"{_cell(row.get('p99_ms')):>8} {_cell(cpu):>9} {cpu_ratio:>6} "
             f"{_cell(row.get('connect_rate_per_s')):>8} {_cell(row.get('rss_kb_per_cp')):>6} "
             f"{_cell(row.get('idle_cpu_percent')):>9} {busiest(row.get('cpu_percent')):16} "
             f"{_cell(row.get('bound_calls_per_s')):>7}"

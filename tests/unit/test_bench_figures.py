@@ -11,6 +11,7 @@ from bench.run import (
     cpu_figures,
     machine_ticks,
     percent,
+    table,
 )
 
 
@@ -78,3 +79,16 @@ def test_figures_without_calls_have_no_cost_per_call_nor_bound() -> None:
     figures = cpu_figures(before, after, 0, "echo", {"fleet": 0.1})
     assert figures["other_us_per_call"] is None
     assert figures["bound_calls_per_s"] is None
+
+
+def test_the_table_sets_each_row_beside_the_websocket_only_server() -> None:
+    ceiling = {"run": "ceiling-websocket", "cps": 1000, "calls_per_s": 10000.0}
+    gateway = {"run": "gateway-shared-awscrt", "phase": "calls", "cps": 1000}
+    rows = [
+        {**ceiling, "cpu_ms_per_1000_calls": 40.0},
+        {**gateway, "calls_per_s": 3000.0, "cpu_ms_per_1000_calls": 120.0},
+    ]
+    ceiling_line, gateway_line = table(rows).splitlines()[2:]
+    # calls/s, its share of the ceiling's, CPU per call, and that as a multiple of the ceiling's
+    assert gateway_line.split()[3:7] == ["3000.0", "0.30", "120.0", "3.00"]
+    assert ceiling_line.split()[1:] == ["1000", "10000.0", "40.0"]
