@@ -29,8 +29,10 @@ for ((n = 1; n <= cps; n++)); do printf '%s%06d\n' "$prefix" "$n"; done >"$regis
 
 mqtt_port=$(free_port)
 gateway_port=$(free_port)
+# STATE_DIR: the broker's config and persistence of its own, not the repository's .run/, which a
+# `make run` in another terminal is using (two brokers saving to one file crash each other).
 MQTT_PORT=$mqtt_port GATEWAY_PORT=$gateway_port GATEWAY_REGISTRY=file \
-  GATEWAY_REGISTRY_FILE=$registry GATEWAY_LOG_LEVEL=WARNING \
+  GATEWAY_REGISTRY_FILE=$registry GATEWAY_LOG_LEVEL=WARNING STATE_DIR="$work/run" \
   "$ROOT/scripts/local-stack.sh" >"$work/stack.log" 2>&1 &
 stack=$!
 stop_stack() {

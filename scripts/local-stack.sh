@@ -135,6 +135,24 @@ if port_in_use "$GATEWAY_PORT"; then
   exit 1
 fi
 
+# One stack per state directory: two brokers saving to one persistence file crash each other.
+# A second stack in this checkout (GATEWAY_PORT=8090 make run) keeps its state apart. The lock is
+# held by this script and the processes it starts, and goes with them.
+if command -v flock >/dev/null; then
+  exec {state_lock}>>"$STATE_DIR/stack.lock"
+  if ! flock -n "$state_lock"; then
+    shared=${STATE_DIR#"$PWD"/}
+    STATE_DIR="$STATE_DIR/port-$GATEWAY_PORT"
+    mkdir -p "$STATE_DIR"
+    exec {state_lock}>>"$STATE_DIR/stack.lock"
+    if ! flock -n "$state_lock"; then
+      say "another local stack is using ${STATE_DIR#"$PWD"/}: stop it first"
+      exit 1
+    fi
+    say "another local stack is using $shared; this one keeps its broker's state in ${STATE_DIR#"$PWD"/}"
+  fi
+fi
+
 if port_in_use "$MQTT_PORT"; then
   taken=$MQTT_PORT
   MQTT_PORT=$(free_port)

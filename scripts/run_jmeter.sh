@@ -3,7 +3,7 @@
 #
 #   scripts/run_jmeter.sh -Jhost=127.0.0.1 -Jport=8080 -Jcps=1000 -Jrampup=60 -Jheartbeats=5
 #
-# Every -J parameter of the plan may be given (see jmeter/README.md). Writes into OUT_DIR
+# Every -J parameter of the plan may be given (see docs/deploy.md). Writes into OUT_DIR
 # (default build/jmeter/<date-time>): results.jtl, jmeter.log, summary.txt and, unless
 # JMETER_HTML_REPORT=0, the HTML dashboard report/index.html. Exits 1 if any sample failed.
 # JMeter comes from scripts/install_deploy_tools.sh (or JMETER_HOME); Java 17 from the system.

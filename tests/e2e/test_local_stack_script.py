@@ -35,8 +35,8 @@ def taken_port() -> Iterator[int]:
         yield listener.getsockname()[1]
 
 
-@pytest.fixture
-async def local_stack(taken_port: int, tmp_path: Path) -> AsyncIterator[SimulatorProcess]:
+async def start_stack(state_dir: Path, **settings: str) -> SimulatorProcess:
+    """`make run` as a new terminal runs it, with `settings` in its environment."""
     environment = {
         name: value
         for name, value in os.environ.items()
@@ -46,22 +46,30 @@ async def local_stack(taken_port: int, tmp_path: Path) -> AsyncIterator[Simulato
         "bash",
         str(SCRIPT),
         cwd=REPO_ROOT,
-        env={
-            **environment,
-            "MQTT_PORT": str(taken_port),
-            "PROCESSOR_HTTP_PORT": str(taken_port),
-            "GATEWAY_PORT": str(free_port()),
-            "STATE_DIR": str(tmp_path / "run"),
-        },
+        env={**environment, "STATE_DIR": str(state_dir), **settings},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    stack = SimulatorProcess(process)
-    yield stack
-    if process.returncode is None:
+    return SimulatorProcess(process)
+
+
+async def hang_up(stack: SimulatorProcess) -> None:
+    if stack.process.returncode is None:
         # As a closing terminal would: the script stops its processes (a kill would leave them).
-        process.send_signal(signal.SIGHUP)
+        stack.process.send_signal(signal.SIGHUP)
         await stack.wait(timeout=60)
+
+
+@pytest.fixture
+async def local_stack(taken_port: int, tmp_path: Path) -> AsyncIterator[SimulatorProcess]:
+    stack = await start_stack(
+        tmp_path / "run",
+        MQTT_PORT=str(taken_port),
+        PROCESSOR_HTTP_PORT=str(taken_port),
+        GATEWAY_PORT=str(free_port()),
+    )
+    yield stack
+    await hang_up(stack)
 
 
 def printed_command(stack: SimulatorProcess, program: str) -> str:
@@ -129,3 +137,34 @@ async def test_make_run_uses_its_own_broker_and_its_printed_commands_work(
     assert "broker.unavailable" not in local_stack.output
     assert "gateway.stopped" in local_stack.output
     assert "processor.stopped" in local_stack.output
+
+
+async def test_a_second_stack_in_the_same_checkout_keeps_its_broker_state_apart(
+    tmp_path: Path,
+) -> None:
+    """`GATEWAY_PORT=8090 make run` next to a running `make run`: two brokers saving to one
+    persistence file crash each other, so the second one gets a state directory of its own."""
+    state_dir = tmp_path / "run"
+    second_port = free_port()
+    first = await start_stack(state_dir, GATEWAY_PORT=str(free_port()), PROCESSOR_HTTP_PORT="0")
+    second = None
+    try:
+        await first.wait_for_line(r"^local-stack: ready:", timeout=60)
+        second = await start_stack(
+            state_dir, GATEWAY_PORT=str(second_port), PROCESSOR_HTTP_PORT="0"
+        )
+        shared = re.escape(str(state_dir))
+        await second.wait_for_line(
+            rf"^local-stack: another local stack is using {shared}; "
+            rf"this one keeps its broker's state in {shared}/port-{second_port}$",
+            timeout=60,
+        )
+        await second.wait_for_line(r"^local-stack: ready:", timeout=60)
+        config = (state_dir / f"port-{second_port}" / "mosquitto.conf").read_text()
+        assert f"persistence_location {state_dir}/port-{second_port}/" in config
+        assert f"persistence_location {state_dir}/\n" in (state_dir / "mosquitto.conf").read_text()
+    finally:
+        if second is not None:
+            await hang_up(second)
+        await hang_up(first)
+    assert first.lines[-1] == "local-stack: stopped", first.output

@@ -108,7 +108,14 @@ def test_assertions_fail_the_run_when_charge_points_are_refused(
     assert "errors" in (env_out / "summary.txt").read_text()
 
 
+def local_stack_config() -> tuple[bool, int]:
+    """Whether `make run`'s broker config exists in the repository, and when it was written."""
+    config = REPO_ROOT / ".run" / "mosquitto.conf"
+    return (True, config.stat().st_mtime_ns) if config.exists() else (False, 0)
+
+
 def test_jmeter_local_runs_the_plan_against_a_stack_of_its_own(tmp_path: Path) -> None:
+    before = local_stack_config()
     env = {
         **os.environ,
         "JMETER_HOME": str(jmeter_home()),
@@ -126,6 +133,9 @@ def test_jmeter_local_runs_the_plan_against_a_stack_of_its_own(tmp_path: Path) -
     )
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     assert "total: 13 samples, 0 errors" in (tmp_path / "summary.txt").read_text()
+    # Its broker keeps its config and persistence elsewhere: a `make run` in another terminal
+    # uses .run/, and two brokers saving to one file crash each other.
+    assert local_stack_config() == before
 
 
 def test_jmeter_local_refuses_a_host_of_the_caller_s_choice(tmp_path: Path) -> None:
