@@ -213,7 +213,7 @@ async def run_fault(
     return tally.report()
 
 
-def gateway_figures(gateway_url: str) -> dict[str, float]:
+def gateway_figures(gateway_url: str) -> dict[str, int]:
     """Frames the broker acknowledged to the gateway, and frames the gateway published again."""
     import urllib.request
 
@@ -228,7 +228,7 @@ def gateway_figures(gateway_url: str) -> dict[str, float]:
     for line in text.splitlines():
         name, _, value = line.rpartition(" ")
         if name in wanted:
-            figures[wanted[name]] = float(value)
+            figures[wanted[name]] = int(float(value))  # counters: whole numbers
     return figures
 
 
