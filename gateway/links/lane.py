@@ -129,9 +129,7 @@ class Lane:
 
     def start(self) -> None:
         self.connection.start()
-        self._checker = asyncio.create_task(
-            check_forever(self.connection, self.broker.check_topic, self.broker.mqtt_timeout / 2)
-        )
+        self._checker = asyncio.create_task(check_forever(self.connection, self.broker))
 
     # -- channels ---------------------------------------------------------------------------
 
@@ -188,14 +186,6 @@ class Lane:
         return True
 
     # -- publishing -------------------------------------------------------------------------
-
-    def publish_in_background(self, topic: str, payload: bytes) -> None:
-        self.in_background(self._publish_quietly(topic, payload))
-
-    async def _publish_quietly(self, topic: str, payload: bytes) -> None:
-        if self.ready:
-            with contextlib.suppress(LinkError):
-                await self.connection.publish(topic, payload)
 
     def in_background(self, job: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(job)

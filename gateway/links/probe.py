@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from urllib.parse import urlsplit
 
 import structlog
 
@@ -26,9 +25,8 @@ from gateway.links.connection import (
     Subscription,
     describe,
 )
-from gateway.links.tls import TlsConfigError, diagnose_tls, load_tls_material, ssl_context
+from gateway.links.tls import TlsConfigError, diagnose_tls, tls_context_for
 from gateway.observability import Metrics
-from gateway.settings import MqttAuth
 from gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -37,29 +35,27 @@ log = structlog.get_logger(__name__)
 RETAINED_WAIT = 1.0
 
 
-async def check_forever(connection: BrokerConnection, topic: str, interval: float) -> None:
-    """Publish on `topic` every `interval` s while up; a stalled broker ends the connection."""
+async def check_forever(connection: BrokerConnection, broker: BrokerSettings) -> None:
+    """Publish every half `mqtt_timeout` while up; a stalled broker ends the connection."""
     alive = json.dumps({"alive": True}).encode()
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(broker.mqtt_timeout / 2)
         if connection.up:
             with contextlib.suppress(LinkError):
-                await connection.publish(topic, alive)
+                await connection.publish(broker.check_topic, alive)
 
 
 async def explain_unreachable(broker: BrokerSettings, error: str | None) -> None:
     """Log why the broker cannot be reached, with the TLS reason when there is one."""
-    address = parse_broker_url(broker.mqtt_url)
+    address = broker.address
     port = address.port
-    if broker.mqtt_auth is MqttAuth.SIGV4:
-        port = urlsplit(broker.mqtt_url).port or 443
     diagnosis = None
-    if address.tls:
-        try:
-            context = ssl_context(load_tls_material(broker))
-        except TlsConfigError as exc:
-            diagnosis = str(exc)
-        else:
+    try:
+        context = tls_context_for(broker)  # None for a broker without TLS
+    except TlsConfigError as exc:
+        diagnosis = str(exc)
+    else:
+        if context is not None:
             diagnosis = await diagnose_tls(address.host, port, context, broker.mqtt_timeout)
     if diagnosis is not None:
         log.error("broker.tls_failed", host=address.host, port=port, error=diagnosis)
@@ -88,9 +84,7 @@ class BrokerProbe:
     async def start(self, wait: float) -> None:
         """Start probing; wait up to `wait` seconds for the first connection."""
         self.connection.start()
-        self._checker = asyncio.create_task(
-            check_forever(self.connection, self._broker.check_topic, self._broker.mqtt_timeout / 2)
-        )
+        self._checker = asyncio.create_task(check_forever(self.connection, self._broker))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), wait)
         if not self.ready:
