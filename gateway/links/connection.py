@@ -61,6 +61,9 @@ class Down(NamedTuple):
     reason: DownReason
     detail: str
 
+    def __str__(self) -> str:
+        return f"{self.reason.value}: {self.detail}" if self.detail else self.reason.value
+
 
 class Subscription(NamedTuple):
     topic: str
@@ -131,10 +134,6 @@ class BrokerConnection(Protocol):
 
     async def stop(self) -> None:
         """Disconnect and stop reconnecting; the session ends unless it has an expiry."""
-
-
-def describe(down: Down) -> str:
-    return f"{down.reason.value}: {down.detail}" if down.detail else down.reason.value
 
 
 async def acknowledged(

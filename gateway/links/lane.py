@@ -32,9 +32,8 @@ from gateway.links.connection import (
     Down,
     LinkError,
     Will,
-    describe,
 )
-from gateway.links.pool import LaneRoom
+from gateway.links.pool import SUBSCRIPTIONS_PER_CP, LaneRoom
 from gateway.links.probe import check_forever
 from gateway.observability import Metrics
 from gateway.presence import gateway_status
@@ -125,7 +124,7 @@ class Lane:
 
     @property
     def subscriptions(self) -> int:
-        return len(self._channels) * 2 + len(self._stale)
+        return len(self._channels) * SUBSCRIPTIONS_PER_CP + len(self._stale)
 
     def start(self) -> None:
         self.connection.start()
@@ -277,7 +276,7 @@ class Lane:
         self._on_change()
 
     def connection_down(self, down: Down) -> None:
-        self.last_error = describe(down)
+        self.last_error = str(down)
         if self.ready:
             log.warning(
                 "broker.lost", lane=self.number, channels=self.channels, error=self.last_error

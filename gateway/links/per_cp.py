@@ -43,7 +43,6 @@ from gateway.links.connection import (
     LinkError,
     Subscription,
     Will,
-    describe,
 )
 from gateway.links.probe import BrokerProbe
 from gateway.observability import Metrics
@@ -67,7 +66,7 @@ class PerCpLink:
         return self.probe.ready
 
     async def start(self) -> None:
-        await self.probe.start(wait=self.broker.mqtt_timeout)
+        await self.probe.start()
 
     async def open_channel(
         self,
@@ -102,7 +101,6 @@ class PerCpChannel(CpChannel):
         super().__init__(
             link.broker, link.metrics, cp_id, subprotocol, deliver, on_lost, claim, presence
         )
-        broker = link.broker
         self._probe = link.probe
         self.connected = asyncio.Event()
         # Settled by the next event of a connection attempt: None when up, else why not.
@@ -115,9 +113,8 @@ class PerCpChannel(CpChannel):
         self.connection = link.connect(
             ConnectionOptions(
                 cp_id,
-                clean_start=True,
                 # Keep the broker session through a short outage, so /out messages are not lost.
-                session_expiry=int(broker.broker_grace),
+                session_expiry=int(link.broker.broker_grace),
                 reconnect=False,
                 # The broker says the CP is offline if the gateway vanishes without closing.
                 will=Will(self.presence_topic, presence.will) if presence else None,
@@ -190,7 +187,7 @@ class PerCpChannel(CpChannel):
     def connection_down(self, down: Down) -> None:
         self.connected.clear()
         if self._attempt is not None and not self._attempt.done():
-            self._attempt.set_result(describe(down))
+            self._attempt.set_result(str(down))
         elif not self._opened:
             self._dropped_while_opening = down  # between the SUBACK and the end of open()
         elif not self.ended.is_set() and self._recovery is None:
@@ -239,7 +236,7 @@ class PerCpChannel(CpChannel):
             if down.reason is not DownReason.STALLED and await self._lost_to_newer() is True:
                 self.end(LinkLost.TAKEN_OVER)
                 return
-            self._log.warning("broker.channel_lost", error=describe(down))
+            self._log.warning("broker.channel_lost", error=str(down))
             delays = backoff_delays(initial=0.1, maximum=1.0)
             while not self.ended.is_set():
                 remaining = deadline - time.monotonic()

@@ -23,7 +23,6 @@ from gateway.links.connection import (
     Down,
     LinkError,
     Subscription,
-    describe,
 )
 from gateway.links.tls import TlsConfigError, diagnose_tls, tls_context_for
 from gateway.observability import Metrics
@@ -81,12 +80,12 @@ class BrokerProbe:
     def ready(self) -> bool:
         return self._ready.is_set()
 
-    async def start(self, wait: float) -> None:
-        """Start probing; wait up to `wait` seconds for the first connection."""
+    async def start(self) -> None:
+        """Start probing; wait up to `mqtt_timeout` for the first connection."""
         self.connection.start()
         self._checker = asyncio.create_task(check_forever(self.connection, self._broker))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), wait)
+            await asyncio.wait_for(self._ready.wait(), self._broker.mqtt_timeout)
         if not self.ready:
             await explain_unreachable(self._broker, self._last_error)
 
@@ -122,7 +121,7 @@ class BrokerProbe:
         self._set_ready(True)
 
     def connection_down(self, down: Down) -> None:
-        self._last_error = describe(down)
+        self._last_error = str(down)
         if self.ready:
             log.warning("broker.lost", error=self._last_error)
         self._set_ready(False)

@@ -13,13 +13,9 @@ that loses the broker applies the grace period to its own CPs only. Lanes stay o
 fleets reconnect in waves, and reopening connections for each wave would cost more (connect
 rate quotas, fresh sessions) than an idle connection does.
 
-One connection per CP across replicas is kept with claims: when a CP connects, its gateway
-publishes `{"gateway", "connection", "at"}` on the CP's claim topic, to which every gateway
-holding that CP is subscribed (with MQTT 5 "no local": a lane does not get its own claims
-back; within one gateway the newest connection wins without them). The newest claim wins
-(ordered by time, then gateway id, then connection id, so every replica takes the same decision);
-a holder that sees a newer claim closes its connection with 1000, and a holder that sees an older
-one re-publishes its own so the other side learns it lost.
+One connection per CP across replicas is kept with claims (`claims.py`): when a CP connects, its
+gateway publishes one on the CP's claim topic, to which every gateway holding that CP is
+subscribed (with MQTT 5 "no local": within one gateway the newest connection wins without them).
 """
 
 from __future__ import annotations
