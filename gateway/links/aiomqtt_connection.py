@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl
 from collections.abc import Sequence
@@ -16,7 +17,6 @@ from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
-import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -25,6 +25,7 @@ from gateway.backoff import backoff_delays
 from gateway.links.broker import BrokerSettings, ConnectionFactory
 from gateway.links.broker_url import BrokerAddress, parse_broker_url, topics_per_subscribe
 from gateway.links.connection import (
+    FIRST_FAILURE,
     SESSION_TAKEN_OVER,
     BrokerRefused,
     ConnectionEvents,
@@ -35,16 +36,15 @@ from gateway.links.connection import (
     NotConnected,
     Subscription,
     UserProperties,
+    acknowledged,
+    hand_over,
 )
 from gateway.links.tls import tls_context_for, tls_failure
 from gateway.tasks import cancel_and_wait
 
-log = structlog.get_logger(__name__)
-
 # Many QoS 1 publishes in flight is normal for a gateway; aiomqtt would warn on each one.
 PENDING_CALLS_WARNING = 1_000_000
 MAX_INFLIGHT = 65535
-_FIRST_FAILURE = 0x80
 NUDGE_INTERVAL = 0.25
 
 
@@ -77,6 +77,7 @@ def make_client(
     return client
 
 
+@functools.lru_cache(maxsize=256)  # a gateway publishes with a handful of property sets
 def publish_properties(properties: UserProperties) -> Properties | None:
     """PUBLISH properties carrying MQTT 5 user properties (None when there are none)."""
     if not properties:
@@ -117,7 +118,6 @@ class AiomqttConnection:
         self._client: aiomqtt.Client | None = None
         self._stalled: Down | None = None
         self._supervisor: asyncio.Task[None] | None = None
-        self._properties: dict[UserProperties, Properties | None] = {}
 
     @property
     def up(self) -> bool:
@@ -195,13 +195,8 @@ class AiomqttConnection:
         )
 
     def _dispatch(self, message: aiomqtt.Message) -> None:
-        payload = message.payload
-        if not isinstance(payload, bytes | bytearray):
-            return
-        try:
-            self._events.message(message.topic.value, bytes(payload))
-        except Exception:  # one message must never end the connection's reader
-            log.exception("broker.message_failed", client_id=self.client_id, topic=message.topic)
+        if isinstance(message.payload, bytes | bytearray):
+            hand_over(self._events, self.client_id, message.topic.value, bytes(message.payload))
 
     # -- operations ------------------------------------------------------------------------
 
@@ -213,10 +208,8 @@ class AiomqttConnection:
     async def publish(
         self, topic: str, payload: bytes, *, retain: bool = False, properties: UserProperties = ()
     ) -> None:
-        packet = self._properties.get(properties)
-        if packet is None and properties:
-            packet = self._properties[properties] = publish_properties(properties)
         client = self._connected()
+        packet = publish_properties(properties)
         await self._acknowledged(
             client,
             client.publish(topic, payload, qos=self._broker.qos, retain=retain, properties=packet),
@@ -238,7 +231,7 @@ class AiomqttConnection:
         )
         for each, code in zip(subscriptions, granted or [], strict=False):
             value = getattr(code, "value", code)
-            if isinstance(value, int) and value >= _FIRST_FAILURE:
+            if isinstance(value, int) and value >= FIRST_FAILURE:
                 name = code.getName() if hasattr(code, "getName") else f"0x{value:02X}"
                 raise BrokerRefused(f"the broker refused the subscription to {each.topic}: {name}")
 
@@ -247,13 +240,9 @@ class AiomqttConnection:
         await self._acknowledged(client, client.unsubscribe(list(topics)), "unsubscribe")
 
     async def _acknowledged(self, client: aiomqtt.Client, operation: Any, what: str) -> Any:
-        """Await an operation; past the timeout the connection counts as stalled and ends."""
+        stall = functools.partial(self._stall, client)
         try:
-            async with asyncio.timeout(self._timeout):
-                return await operation
-        except TimeoutError:
-            self._stall(client, f"no acknowledgement of {what} within {self._timeout} s")
-            raise LinkError(f"the broker did not acknowledge {what} in time") from None
+            return await acknowledged(operation, what, self._timeout, stall)
         except aiomqtt.MqttError as exc:
             raise LinkError(_describe(exc)) from exc
 

@@ -71,15 +71,9 @@ class TopicBatcher(Generic[Topic]):
         except Exception as exc:
             if len(packet) == 1:
                 _settle(packet[0][1], exc)
-                return
-            # One refused topic must not fail the others: ask again one request at a time.
-            for topics, acknowledged in packet:
-                try:
-                    await self._send(topics)
-                except Exception as alone:
-                    _settle(acknowledged, alone)
-                else:
-                    _settle(acknowledged, None)
+            else:  # one refused topic must not fail the others: ask again one request at a time
+                for request in packet:
+                    await self._send_packet([request])
             return
         for _, acknowledged in packet:
             _settle(acknowledged, None)

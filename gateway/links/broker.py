@@ -10,12 +10,13 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from gateway.links.broker_url import parse_broker_url, subscriptions_per_connection
+from gateway.links.broker_url import BrokerAddress, parse_broker_url, subscriptions_per_connection
 from gateway.links.connection import BrokerConnection, ConnectionEvents, ConnectionOptions
 from gateway.links.errors import LinkMisconfigured
 from gateway.settings import LinkImpl, LinkMode, MqttAuth, Settings
@@ -25,6 +26,8 @@ ConnectionFactory = Callable[[ConnectionOptions, ConnectionEvents], BrokerConnec
 # Unique per process: a gateway restarted with the same id never takes its predecessor's ids.
 PROCESS_NONCE = f"{time.time_ns():x}"
 _links = itertools.count(1)
+# With SigV4, MQTT over WebSockets: AWS IoT Core takes both on 443 (told apart by ALPN).
+AWS_IOT_WEBSOCKETS_PORT = 443
 
 
 def _new_nonce() -> str:
@@ -71,6 +74,14 @@ class BrokerSettings:
     def client_id(self, role: str) -> str:
         """An MQTT client id of this gateway's own; a cpId can never contain `:`."""
         return f"ocpp-gateway:{role}:{self.gateway_id}:{self.nonce}"
+
+    @property
+    def address(self) -> BrokerAddress:
+        """Where connections go: with SigV4, port 443 unless the URL names one."""
+        address = parse_broker_url(self.mqtt_url)
+        if self.mqtt_auth is MqttAuth.SIGV4:
+            return replace(address, port=urlsplit(self.mqtt_url).port or AWS_IOT_WEBSOCKETS_PORT)
+        return address
 
     @property
     def subscriptions_per_lane(self) -> int:

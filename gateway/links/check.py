@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 
@@ -65,7 +66,8 @@ async def check(settings: Settings, cp_id: str, answer_timeout: float) -> bool:
         say(f"!!  the broker ended the connection: {reason.value}")
 
     await link.start()
-    try:
+    async with contextlib.AsyncExitStack() as closing:  # the channel first, then the link
+        closing.push_async_callback(link.close)
         if not link.ready:
             say("FAILED  the broker cannot be reached; the log line above says why")
             return False
@@ -75,33 +77,29 @@ async def check(settings: Settings, cp_id: str, answer_timeout: float) -> bool:
         except BrokerUnavailable as exc:
             say(f"FAILED  connecting as {cp_id}: {exc}")
             return False
+        closing.push_async_callback(channel.close)
         out_topic = settings.topic_out.format(cp_id=cp_id)
         in_topic = settings.topic_in.format(cp_id=cp_id)
         say(f"OK  connected as {cp_id}, subscribed to {out_topic}")
+        frame = f'[2,"check-{int(time.time())}","Heartbeat",{{}}]'
+        started = time.monotonic()
         try:
-            frame = f'[2,"check-{int(time.time())}","Heartbeat",{{}}]'
-            started = time.monotonic()
+            await channel.publish(frame.encode())
+        except BrokerUnavailable as exc:
+            say(f"FAILED  publishing to {in_topic}: {exc}")
+            return False
+        milliseconds = (time.monotonic() - started) * 1000
+        say(f"OK  published a Heartbeat to {in_topic}, acknowledged in {milliseconds:.0f} ms")
+        if answer_timeout > 0:
             try:
-                await channel.publish(frame.encode())
-            except BrokerUnavailable as exc:
-                say(f"FAILED  publishing to {in_topic}: {exc}")
+                answer = await asyncio.wait_for(answers.get(), answer_timeout)
+            except TimeoutError:
+                say(
+                    f"FAILED  no answer on {out_topic} within {answer_timeout} s "
+                    "(is the processor running?)"
+                )
                 return False
-            milliseconds = (time.monotonic() - started) * 1000
-            say(f"OK  published a Heartbeat to {in_topic}, acknowledged in {milliseconds:.0f} ms")
-            if answer_timeout > 0:
-                try:
-                    answer = await asyncio.wait_for(answers.get(), answer_timeout)
-                except TimeoutError:
-                    say(
-                        f"FAILED  no answer on {out_topic} within {answer_timeout} s "
-                        "(is the processor running?)"
-                    )
-                    return False
-                say(f"OK  answer on {out_topic}: {answer.decode(errors='replace')}")
-        finally:
-            await channel.close()
-    finally:
-        await link.close()
+            say(f"OK  answer on {out_topic}: {answer.decode(errors='replace')}")
     return True
 
 

@@ -17,14 +17,22 @@ timeout ends the connection as `STALLED`, so it never hangs until the keep-alive
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeVar
+
+import structlog
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 # MQTT 5 DISCONNECT reason code sent by a broker when another client connected with the same
 # client identifier ("Session taken over").
 SESSION_TAKEN_OVER = 0x8E
+# MQTT 5 reason codes from this one on are failures.
+FIRST_FAILURE = 0x80
 
 
 class LinkError(Exception):
@@ -52,6 +60,9 @@ class DownReason(StrEnum):
 class Down(NamedTuple):
     reason: DownReason
     detail: str
+
+    def __str__(self) -> str:
+        return f"{self.reason.value}: {self.detail}" if self.detail else self.reason.value
 
 
 class Subscription(NamedTuple):
@@ -125,5 +136,21 @@ class BrokerConnection(Protocol):
         """Disconnect and stop reconnecting; the session ends unless it has an expiry."""
 
 
-def describe(down: Down) -> str:
-    return f"{down.reason.value}: {down.detail}" if down.detail else down.reason.value
+async def acknowledged(
+    operation: Awaitable[T], what: str, within: float, stall: Callable[[str], None]
+) -> T:
+    """Await an operation; past `within` seconds the connection is stalled (`stall`) and ends."""
+    try:
+        async with asyncio.timeout(within):
+            return await operation
+    except TimeoutError:
+        stall(f"no acknowledgement of {what} within {within} s")
+        raise LinkError(f"the broker did not acknowledge {what} in time") from None
+
+
+def hand_over(events: ConnectionEvents, client_id: str, topic: str, payload: bytes) -> None:
+    """Report a received message; one message must never end the connection's reader."""
+    try:
+        events.message(topic, payload)
+    except Exception:
+        log.exception("broker.message_failed", client_id=client_id, topic=topic)

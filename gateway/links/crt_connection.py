@@ -4,18 +4,15 @@ The CRT does the protocol work in C on its own threads, several times cheaper pe
 paho-mqtt, reconnects by itself, and reaches AWS IoT Core with a device certificate (mutual TLS)
 or over WebSockets signed with SigV4 from the default AWS credential chain (the ECS task role).
 
-One `CrtFactory` per gateway owns what every connection shares: one event-loop group, host
-resolver and client bootstrap, one TLS context, and for SigV4 one credentials provider. The
-SDK's builders (`awsiot.mqtt5_client_builder`) would build a TLS context per client, about 5 ms
-of CPU each: ten seconds for 2,000 charge points reconnecting at once. The factory makes the
-builders' choices once instead: the device certificate, ALPN `x-amzn-mqtt-ca` (MQTT) or
-`http/1.1` (WebSockets) on port 443, AWS IoT Core's flow-control limits (against IoT Core
-endpoints), the SDK metrics username off, and the builders' SigV4 signature of the handshake.
+One `CrtFactory` per gateway owns what every connection shares (event-loop group, resolver,
+bootstrap, TLS context, SigV4 credentials) and makes the choices of the SDK's builders
+(`awsiot.mqtt5_client_builder`) once: they would build a TLS context per client, about 5 ms of
+CPU each, ten seconds for 2,000 charge points reconnecting at once.
 
-The CRT calls back on its own threads. Every event and completion is handed to the asyncio loop
-through the factory's `LoopInbox`, many per wake-up under load; the one thing done on the CRT
-thread itself is stopping a client that must not reconnect by itself (`reconnect` off), so that
-it cannot take a charge point back before the policy above has decided whether it should.
+The CRT calls back on its own threads; every event and completion reaches the asyncio loop
+through the factory's `LoopInbox`, many per wake-up under load. Only stopping a client that must
+not reconnect by itself (`reconnect` off) happens on the CRT thread, so that it cannot take a
+charge point back before the policy above has decided whether it should.
 """
 
 from __future__ import annotations
@@ -23,21 +20,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import math
 import re
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
-import structlog
 from awscrt import auth, io, mqtt5
 from awscrt.exceptions import AwsCrtError
 
-from gateway.links.broker import BrokerSettings, ConnectionFactory
-from gateway.links.broker_url import parse_broker_url, region_of_iot_endpoint, topics_per_subscribe
+from gateway.links.broker import AWS_IOT_WEBSOCKETS_PORT, BrokerSettings, ConnectionFactory
+from gateway.links.broker_url import region_of_iot_endpoint, topics_per_subscribe
 from gateway.links.connection import (
+    FIRST_FAILURE,
     SESSION_TAKEN_OVER,
     BrokerRefused,
     ConnectionEvents,
@@ -48,6 +45,8 @@ from gateway.links.connection import (
     NotConnected,
     Subscription,
     UserProperties,
+    acknowledged,
+    hand_over,
 )
 from gateway.links.errors import LinkMisconfigured
 from gateway.links.loop_inbox import LoopInbox
@@ -55,9 +54,6 @@ from gateway.links.nodelay import disable_nagle_towards
 from gateway.links.tls import TlsConfigError, TlsMaterial, load_tls_material
 from gateway.settings import MqttAuth
 
-log = structlog.get_logger(__name__)
-
-AWS_IOT_WEBSOCKETS_PORT = 443
 SIGV4_SERVICE = "iotdevicegateway"
 USER_REQUESTED_STOP = "AWS_ERROR_MQTT5_USER_REQUESTED_STOP"
 _QOS = {0: mqtt5.QoS.AT_MOST_ONCE, 1: mqtt5.QoS.AT_LEAST_ONCE}
@@ -77,25 +73,17 @@ class CrtEndpoint:
 
 def crt_endpoint(settings: BrokerSettings) -> CrtEndpoint:
     """The broker endpoint from `GATEWAY_MQTT_URL` (or `IOT_ENDPOINT`) and `GATEWAY_MQTT_AUTH`."""
-    address = parse_broker_url(settings.mqtt_url)
-    if settings.mqtt_auth is not MqttAuth.SIGV4:
-        return CrtEndpoint(
-            address.host, address.port, address.tls, None, address.username, address.password
-        )
-    region = settings.aws_region or region_of_iot_endpoint(address.host)
-    if region is None:
-        raise LinkMisconfigured(
-            f"GATEWAY_MQTT_AUTH=sigv4 signs for an AWS region: set AWS_REGION (the broker host "
-            f"{address.host!r} does not name one)"
-        )
-    explicit_port = urlsplit(settings.mqtt_url).port
+    address = settings.address
+    region = None
+    if settings.mqtt_auth is MqttAuth.SIGV4:
+        region = settings.aws_region or region_of_iot_endpoint(address.host)
+        if region is None:
+            raise LinkMisconfigured(
+                f"GATEWAY_MQTT_AUTH=sigv4 signs for an AWS region: set AWS_REGION (the broker "
+                f"host {address.host!r} does not name one)"
+            )
     return CrtEndpoint(
-        address.host,
-        explicit_port or AWS_IOT_WEBSOCKETS_PORT,
-        True,
-        region,
-        address.username,
-        address.password,
+        address.host, address.port, address.tls, region, address.username, address.password
     )
 
 
@@ -264,32 +252,30 @@ class _Callbacks:
         self.client: mqtt5.Client | None = None
         self.stopped = asyncio.Event()
 
-    def on_publish(self, data: mqtt5.PublishReceivedData) -> None:
+    def _tell(self, event: Callable[..., None], *args: Any) -> None:
+        """Run `event(connection, self, *args)` on the loop, unless the connection is gone."""
         connection = self._connection()
-        packet = data.publish_packet
         if connection is not None:
-            self._post(connection.received, self, packet.topic, bytes(packet.payload or b""))
+            self._post(event, connection, self, *args)
+
+    def on_publish(self, data: mqtt5.PublishReceivedData) -> None:
+        packet = data.publish_packet
+        self._tell(CrtConnection.received, packet.topic, bytes(packet.payload or b""))
 
     def on_connection_success(self, data: mqtt5.LifecycleConnectSuccessData) -> None:
-        connection = self._connection()
-        if connection is not None:
-            self._post(connection.connected, self)
+        self._tell(CrtConnection.connected)
 
     def on_connection_failure(self, data: mqtt5.LifecycleConnectFailureData) -> None:
         self._stop_if_asked()
-        connection = self._connection()
-        if connection is not None:
-            self._post(connection.dropped, self, None, connect_error(data), True)
+        self._tell(CrtConnection.dropped, None, connect_error(data), True)
 
     def on_disconnection(self, data: mqtt5.LifecycleDisconnectData) -> None:
         if is_user_requested_stop(data.exception):
             return
         self._stop_if_asked()
-        connection = self._connection()
         packet = data.disconnect_packet
         reason = int(packet.reason_code) if packet is not None else None
-        if connection is not None:
-            self._post(connection.dropped, self, reason, data.exception, False)
+        self._tell(CrtConnection.dropped, reason, data.exception, False)
 
     def on_stopped(self, data: mqtt5.LifecycleStoppedData) -> None:
         self._post(self.stopped.set)
@@ -314,7 +300,6 @@ class CrtConnection:
         self._resume = not options.clean_start
         self._current: _Callbacks | None = None  # the live client's, None once stopped
         self._up = False
-        self._properties: dict[UserProperties, list[mqtt5.UserProperty]] = {}
 
     @property
     def up(self) -> bool:
@@ -373,12 +358,8 @@ class CrtConnection:
         self._events.connection_down(down)
 
     def received(self, callbacks: _Callbacks, topic: str, payload: bytes) -> None:
-        if callbacks is not self._current:
-            return
-        try:
-            self._events.message(topic, payload)
-        except Exception:  # one message must never end the connection's reader
-            log.exception("broker.message_failed", client_id=self.client_id, topic=topic)
+        if callbacks is self._current:
+            hand_over(self._events, self.client_id, topic, payload)
 
     # -- operations ------------------------------------------------------------------------
 
@@ -391,21 +372,17 @@ class CrtConnection:
     async def publish(
         self, topic: str, payload: bytes, *, retain: bool = False, properties: UserProperties = ()
     ) -> None:
-        crt_properties = self._properties.get(properties)
-        if crt_properties is None:
-            crt_properties = [mqtt5.UserProperty(name, value) for name, value in properties]
-            self._properties[properties] = crt_properties
         packet = mqtt5.PublishPacket(
             topic=topic,
             payload=payload,
             qos=self._qos,
             retain=retain,
-            user_properties=crt_properties or None,
+            user_properties=_user_properties(properties),
         )
         result = await self._acknowledged(self._client().publish(packet), f"publish to {topic}")
-        puback = result.puback
-        if puback is not None and puback.reason_code is not None and puback.reason_code >= 0x80:
-            raise BrokerRefused(f"the broker refused the publish to {topic}: {_name(puback)}")
+        refusal = _refusal(result.puback)
+        if refusal is not None:
+            raise BrokerRefused(f"the broker refused the publish to {topic}: {refusal}")
 
     async def subscribe(self, subscriptions: Sequence[Subscription]) -> None:
         packet = mqtt5.SubscribePacket(
@@ -416,10 +393,9 @@ class CrtConnection:
         )
         suback = await self._acknowledged(self._client().subscribe(packet), "subscribe")
         for each, code in zip(subscriptions, suback.reason_codes or [], strict=False):
-            if int(code) >= 0x80:
-                refusal = getattr(code, "name", str(code))
+            if int(code) >= FIRST_FAILURE:
                 raise BrokerRefused(
-                    f"the broker refused the subscription to {each.topic}: {refusal}"
+                    f"the broker refused the subscription to {each.topic}: {_reason(code)}"
                 )
 
     async def unsubscribe(self, topics: Sequence[str]) -> None:
@@ -427,15 +403,9 @@ class CrtConnection:
         await self._acknowledged(self._client().unsubscribe(packet), "unsubscribe")
 
     async def _acknowledged(self, future: concurrent.futures.Future[Any], what: str) -> Any:
-        """Await an operation; past the timeout the connection counts as stalled and ends."""
-        callbacks = self._current
-        try:
-            async with asyncio.timeout(self._timeout):
-                assert self._inbox is not None  # set by start(), before any operation
-                return await _on_loop(future, self._inbox)
-        except TimeoutError:
-            self._stall(callbacks, f"no acknowledgement of {what} within {self._timeout} s")
-            raise LinkError(f"the broker did not acknowledge {what} in time") from None
+        assert self._inbox is not None  # set by start(), before any operation
+        stall = functools.partial(self._stall, self._current)
+        return await acknowledged(_on_loop(future, self._inbox), what, self._timeout, stall)
 
     def _stall(self, callbacks: _Callbacks | None, detail: str) -> None:
         if callbacks is None or callbacks is not self._current or not self._up:
@@ -470,10 +440,21 @@ async def _on_loop(future: concurrent.futures.Future[Any], inbox: LoopInbox) -> 
         raise LinkError(describe_crt_error(exc)) from exc
 
 
-def _name(puback: mqtt5.PubackPacket) -> str:
-    code = puback.reason_code
-    text = getattr(code, "name", str(code))
-    return f"{text} ({puback.reason_string})" if puback.reason_string else text
+@functools.lru_cache(maxsize=256)  # a gateway publishes with a handful of property sets
+def _user_properties(properties: UserProperties) -> list[mqtt5.UserProperty] | None:
+    return [mqtt5.UserProperty(name, value) for name, value in properties] or None
+
+
+def _refusal(packet: mqtt5.PubackPacket | mqtt5.ConnackPacket | None) -> str | None:
+    """Why the broker refused, from its acknowledgement; None when it did not."""
+    if packet is None or packet.reason_code is None or packet.reason_code < FIRST_FAILURE:
+        return None
+    return _reason(packet.reason_code, packet.reason_string)
+
+
+def _reason(code: object, reason_string: str | None = None) -> str:
+    name = getattr(code, "name", str(code))
+    return f"{name} ({reason_string})" if reason_string else name
 
 
 def _crt_name(error: Exception) -> str:
@@ -490,12 +471,9 @@ def is_user_requested_stop(error: BaseException | None) -> bool:
 
 def connect_error(data: mqtt5.LifecycleConnectFailureData) -> Exception:
     """The most telling error of a failed connection: the broker's CONNACK refusal if any."""
-    connack = data.connack_packet
-    if connack is not None and connack.reason_code is not None and connack.reason_code >= 0x80:
-        code = connack.reason_code
-        name = getattr(code, "name", str(code))
-        detail = f" ({connack.reason_string})" if connack.reason_string else ""
-        return BrokerRefused(f"the broker refused the connection: {name}{detail}")
+    refusal = _refusal(data.connack_packet)
+    if refusal is not None:
+        return BrokerRefused(f"the broker refused the connection: {refusal}")
     error = data.exception
     return error if isinstance(error, Exception) else LinkError("connection failed")
 
@@ -504,7 +482,3 @@ def describe_crt_error(error: BaseException) -> str:
     if isinstance(error, AwsCrtError):
         return f"{error.name}: {error.message}"
     return str(error)
-
-
-def is_tls_error(error: BaseException) -> bool:
-    return isinstance(error, AwsCrtError) and "_TLS_" in error.name

@@ -28,32 +28,26 @@ async def publish_within_grace(
     at-least-once, and `on_resend` is called for each such retry so duplicates can be counted.
     """
     failed_before = False
-    if connected.is_set() and not ended.is_set():
-        # Nearly every frame: the link is up and the first attempt succeeds.
-        try:
-            await send()
-            return
-        except refused as exc:
-            raise BrokerUnavailable(str(exc)) from exc
-        except retry_on as exc:
-            # The broker is going away: wait for it, within the grace period.
-            failed_before = not isinstance(exc, NotConnected)
-    deadline = time.monotonic() + grace
+    deadline: float | None = None  # the grace period starts with the first wait or failure
     while True:
         if ended.is_set():
             raise BrokerUnavailable("the broker channel has ended")
         if not connected.is_set():
+            deadline = deadline or time.monotonic() + grace
             await wait_for_either(connected, ended, deadline)
             continue
         if failed_before and on_resend is not None:
             on_resend()
         try:
-            await send()
+            await send()  # nearly every frame: the link is up and the first attempt succeeds
             return
         except refused as exc:
             raise BrokerUnavailable(str(exc)) from exc
         except retry_on as exc:
             failed_before = not isinstance(exc, NotConnected)
+            if deadline is None:  # the broker is going away: wait for it, within the grace
+                deadline = time.monotonic() + grace
+                continue
             if time.monotonic() >= deadline:
                 raise BrokerUnavailable(f"cannot publish: {exc}") from exc
             # The link notices a lost connection within milliseconds and reconnects.

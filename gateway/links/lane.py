@@ -32,9 +32,8 @@ from gateway.links.connection import (
     Down,
     LinkError,
     Will,
-    describe,
 )
-from gateway.links.pool import LaneRoom
+from gateway.links.pool import SUBSCRIPTIONS_PER_CP, LaneRoom
 from gateway.links.probe import check_forever
 from gateway.links.retained import RetainedReader
 from gateway.observability import Metrics
@@ -127,13 +126,11 @@ class Lane:
 
     @property
     def subscriptions(self) -> int:
-        return len(self._channels) * 2 + len(self._stale)
+        return len(self._channels) * SUBSCRIPTIONS_PER_CP + len(self._stale)
 
     def start(self) -> None:
         self.connection.start()
-        self._checker = asyncio.create_task(
-            check_forever(self.connection, self.broker.check_topic, self.broker.mqtt_timeout / 2)
-        )
+        self._checker = asyncio.create_task(check_forever(self.connection, self.broker))
 
     # -- channels ---------------------------------------------------------------------------
 
@@ -191,16 +188,8 @@ class Lane:
 
     # -- publishing -------------------------------------------------------------------------
 
-    def publish_in_background(self, topic: str, payload: bytes) -> None:
-        self.in_background(self._publish_quietly(topic, payload))
-
     async def publish_retained(self, topic: str, payload: bytes) -> None:
         await self.connection.publish(topic, payload, retain=True)
-
-    async def _publish_quietly(self, topic: str, payload: bytes) -> None:
-        if self.ready:
-            with contextlib.suppress(LinkError):
-                await self.connection.publish(topic, payload)
 
     def in_background(self, job: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(job)
@@ -292,7 +281,7 @@ class Lane:
         self._on_change()
 
     def connection_down(self, down: Down) -> None:
-        self.last_error = describe(down)
+        self.last_error = str(down)
         if self.ready:
             log.warning(
                 "broker.lost", lane=self.number, channels=self.channels, error=self.last_error

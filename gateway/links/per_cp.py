@@ -34,6 +34,7 @@ import structlog
 from gateway.backoff import backoff_delays
 from gateway.links.base import BrokerUnavailable, Channel, Deliver, LinkLost, OnLost, TakenOver
 from gateway.links.broker import BrokerSettings, ConnectionFactory
+from gateway.links.channel import CpChannel
 from gateway.links.claims import Claim, decode_claim, next_connection_id
 from gateway.links.connection import (
     ConnectionOptions,
@@ -42,15 +43,12 @@ from gateway.links.connection import (
     LinkError,
     Subscription,
     Will,
-    describe,
 )
 from gateway.links.farewells import LateFarewells
-from gateway.links.grace import publish_within_grace
-from gateway.links.outbox import Outbox
 from gateway.links.probe import BrokerProbe
-from gateway.notices import undelivered
 from gateway.observability import Metrics
 from gateway.presence import Presence
+from gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -70,7 +68,7 @@ class PerCpLink:
         return self.probe.ready
 
     async def start(self) -> None:
-        await self.probe.start(wait=self.broker.mqtt_timeout)
+        await self.probe.start()
 
     async def open_channel(
         self,
@@ -106,7 +104,7 @@ class PerCpLink:
         await self.probe.close()
 
 
-class PerCpChannel:
+class PerCpChannel(CpChannel):
     def __init__(
         self,
         link: PerCpLink,
@@ -117,30 +115,12 @@ class PerCpChannel:
         claim: Claim,
         presence: Presence | None = None,
     ) -> None:
-        broker = link.broker
-        self.cp_id = cp_id
-        self.claim = claim
-        self._broker = broker
+        super().__init__(
+            link.broker, link.metrics, cp_id, subprotocol, deliver, on_lost, claim, presence
+        )
         self._link = link
         self._probe = link.probe
-        self._metrics = link.metrics
-        self._on_lost = on_lost
-        self._in_topic = broker.topic_in.format(cp_id=cp_id)
-        self._out_topic = broker.topic_out.format(cp_id=cp_id)
-        self._claim_topic = broker.topic_claim.format(cp_id=cp_id)
-        self.presence_topic = broker.topic_presence.format(cp_id=cp_id)
-        self._presence = presence
-        self._properties = (("subprotocol", subprotocol),)
-        self._undelivered_topic = broker.topic_undelivered.format(cp_id=cp_id)
-        self._outbox = Outbox(
-            cp_id,
-            deliver,
-            broker.out_queue_limit,
-            link.metrics,
-            on_undelivered=self.report_undelivered,
-        )
-        self._connected = asyncio.Event()  # connected and subscribed
-        self._ended = asyncio.Event()
+        self.connected = asyncio.Event()
         # Settled by the next event of a connection attempt: None when up, else why not.
         self._attempt: asyncio.Future[str | None] | None = None
         self._recovery: asyncio.Task[None] | None = None
@@ -148,12 +128,11 @@ class PerCpChannel:
         self._dropped_while_opening: Down | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._log = log.bind(cp_id=cp_id)
-        self._connection = link.connect(
+        self.connection = link.connect(
             ConnectionOptions(
                 cp_id,
-                clean_start=True,
                 # Keep the broker session through a short outage, so /out messages are not lost.
-                session_expiry=int(broker.broker_grace),
+                session_expiry=int(link.broker.broker_grace),
                 reconnect=False,
                 # The broker says the CP is offline if the gateway vanishes without closing.
                 will=Will(self.presence_topic, presence.will) if presence else None,
@@ -170,7 +149,7 @@ class PerCpChannel:
             raise
         self._opened = True
         dropped = self._dropped_while_opening
-        if dropped is not None and not self._connected.is_set():
+        if dropped is not None and not self.connected.is_set():
             self._start_recovery(dropped)
 
     def _start_recovery(self, down: Down) -> None:
@@ -182,8 +161,8 @@ class PerCpChannel:
         except LinkError as exc:
             raise BrokerUnavailable(f"cannot publish the claim: {exc}") from exc
         # Opening gets as long as a reconnect would: the CP has its 101 and waits for nothing.
-        timeout = self._broker.mqtt_timeout
-        deadline = time.monotonic() + max(timeout, self._broker.broker_grace)
+        timeout = self.broker.mqtt_timeout
+        deadline = time.monotonic() + max(timeout, self.broker.broker_grace)
         failure = await self._connect_and_subscribe(timeout)
         while failure is not None:
             # Dropped while opening: by a newer rival (give up), by an older one whose late
@@ -197,46 +176,27 @@ class PerCpChannel:
             await asyncio.sleep(random.uniform(0, min(0.1, remaining)))
             failure = await self._connect_and_subscribe(min(timeout, deadline - time.monotonic()))
 
-    async def publish(self, frame: bytes) -> None:
-        await publish_within_grace(
-            lambda: self._connection.publish(self._in_topic, frame, properties=self._properties),
-            self._connected,
-            self._ended,
-            self._broker.broker_grace,
-            on_resend=self._metrics.frames_resent.inc,
-        )
-
-    def report_undelivered(self, message: bytes, reason: str) -> None:
-        notice = undelivered(self.cp_id, message, reason, time.time())
-        self._spawn(self._publish_quietly(self._undelivered_topic, notice))
-
-    async def _publish_quietly(self, topic: str, payload: bytes) -> None:
-        with contextlib.suppress(LinkError):
-            await self._connection.publish(topic, payload)
-
     async def close(self, farewell: bytes | None = None) -> None:
-        await self._outbox.close()  # what is queued reaches the CP, or is reported undelivered
+        await self.outbox.close()  # what is queued reaches the CP, or is reported undelivered
         if farewell is not None:
-            sent = self._connected.is_set() and await self._announce(farewell)
-            if not sent and self._presence is not None:  # the broker is away: once it is back
-                self._link.farewell_later(self.presence_topic, self._presence, farewell)
+            sent = self.connected.is_set() and await self._announce(farewell)
+            if not sent and self.presence is not None:  # the broker is away: once it is back
+                self._link.farewell_later(self.presence_topic, self.presence, farewell)
         current = asyncio.current_task()
         pending = {task for task in self._tasks if task is not current}
-        if pending and self._connected.is_set():  # notices on their way to the broker
-            await asyncio.wait(pending, timeout=self._broker.mqtt_timeout)
+        if pending and self.connected.is_set():  # notices on their way to the broker
+            await asyncio.wait(pending, timeout=self.broker.mqtt_timeout)
         await self._abandon()
 
     async def _abandon(self) -> None:
         """Stop everything the channel runs; it never reconnects after this."""
         current = asyncio.current_task()
-        self._ended.set()
-        self._connected.clear()
+        self.ended.set()
+        self.connected.clear()
         for task in [self._recovery, *self._tasks]:
-            if task is not None and task is not current:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        await self._connection.stop()
+            if task is not current:
+                await cancel_and_wait(task)
+        await self.connection.stop()
 
     # -- connection events -----------------------------------------------------------------
 
@@ -245,19 +205,19 @@ class PerCpChannel:
             self._attempt.set_result(None)
 
     def connection_down(self, down: Down) -> None:
-        self._connected.clear()
+        self.connected.clear()
         if self._attempt is not None and not self._attempt.done():
-            self._attempt.set_result(describe(down))
+            self._attempt.set_result(str(down))
         elif not self._opened:
             self._dropped_while_opening = down  # between the SUBACK and the end of open()
-        elif not self._ended.is_set() and self._recovery is None:
+        elif not self.ended.is_set() and self._recovery is None:
             self._start_recovery(down)
 
     def message(self, topic: str, payload: bytes) -> None:
-        if topic == self._claim_topic:
-            self._consider(decode_claim(payload))
+        if topic == self.claim_topic:
+            self.consider(decode_claim(payload))
         else:
-            self._outbox.put(payload)
+            self.outbox.put(payload)
 
     # --------------------------------------------------------------------------------------
 
@@ -265,14 +225,14 @@ class PerCpChannel:
         """Connect (resuming the session after the first time) and subscribe; None when done."""
         self._dropped_while_opening = None
         self._attempt = asyncio.get_running_loop().create_future()
-        self._connection.start()
+        self.connection.start()
         failure: str | None
         try:
             async with asyncio.timeout(within):
                 failure = await self._attempt
                 if failure is None:
-                    await self._connection.subscribe(
-                        [Subscription(self._out_topic), Subscription(self._claim_topic)]
+                    await self.connection.subscribe(
+                        [Subscription(self.out_topic), Subscription(self.claim_topic)]
                     )
         except TimeoutError:
             failure = f"no answer from the broker within {within:.1f} s"
@@ -281,45 +241,45 @@ class PerCpChannel:
         finally:
             self._attempt = None
         if failure is not None:
-            await self._connection.stop()
+            await self.connection.stop()
             return failure
-        if not self._ended.is_set():
-            self._connected.set()
-            if self._presence is not None:
-                await self._announce(self._presence.online)
+        if not self.ended.is_set():
+            self.connected.set()
+            if self.presence is not None:
+                await self._announce(self.presence.online)
         return None
 
     async def _recover(self, down: Down) -> None:
         """After a drop: give the CP up if a newer connection has it, else reconnect in time."""
         try:
-            deadline = time.monotonic() + self._broker.broker_grace
+            deadline = time.monotonic() + self.broker.broker_grace
             if down.reason is not DownReason.STALLED and await self._lost_to_newer() is True:
-                self._end(LinkLost.TAKEN_OVER)
+                self.end(LinkLost.TAKEN_OVER)
                 return
-            self._log.warning("broker.channel_lost", error=describe(down))
+            self._log.warning("broker.channel_lost", error=str(down))
             delays = backoff_delays(initial=0.1, maximum=1.0)
-            while not self._ended.is_set():
+            while not self.ended.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 failure = await self._connect_and_subscribe(remaining)
                 if failure is None:
-                    self._metrics.link_reconnects.inc()
+                    self.metrics.link_reconnects.inc()
                     self._log.info("broker.channel_restored")
                     return
                 if await self._lost_to_newer() is True:  # a rival kept dropping this one
-                    self._end(LinkLost.TAKEN_OVER)
+                    self.end(LinkLost.TAKEN_OVER)
                     return
                 remaining = deadline - time.monotonic()
                 await asyncio.sleep(max(0.0, min(next(delays), remaining)))
-            self._end(LinkLost.BROKER_UNAVAILABLE)
+            self.end(LinkLost.BROKER_UNAVAILABLE)
         finally:
             self._recovery = None
 
     async def _lost_to_newer(self) -> bool | None:
         """True: a newer claim holds the CP. False: this one is the newest (an older claim was
         answered with it). None: the broker cannot say, so it is the broker's problem."""
-        payload = await self._probe.read_retained(self._claim_topic)
+        payload = await self._probe.read_retained(self.claim_topic)
         current = decode_claim(payload) if payload else None
         if current is None:
             return None
@@ -330,39 +290,28 @@ class PerCpChannel:
                 await self._publish_claim()
         return False
 
-    def _consider(self, claim: Claim | None) -> None:
-        if claim is None or claim == self.claim or self._ended.is_set():
-            return
-        if claim > self.claim:
-            self._end(LinkLost.TAKEN_OVER)
-        else:  # an older holder announced itself after this one: tell it again that it lost
-            self._spawn(self._reassert())
-
-    async def _reassert(self) -> None:
+    async def reassert(self) -> None:
         with contextlib.suppress(LinkError):
             await self._publish_claim()
 
     async def _announce(self, document: bytes) -> bool:
         """Publish a presence document, retained; a failure only leaves the older one."""
         try:
-            await self._connection.publish(self.presence_topic, document, retain=True)
+            await self.connection.publish(self.presence_topic, document, retain=True)
         except LinkError:
             return False
         return True
 
     async def _publish_claim(self) -> None:
-        await self._probe.connection.publish(self._claim_topic, self.claim.encode(), retain=True)
+        await self._probe.connection.publish(self.claim_topic, self.claim.encode(), retain=True)
 
-    def _end(self, reason: LinkLost) -> None:
-        if self._ended.is_set():
-            return
-        self._ended.set()
-        self._connected.clear()
-        self._spawn(self._connection.stop())
-        self._metrics.link_lost.labels(reason=reason.value).inc()
-        self._on_lost(reason)
+    def end(self, reason: LinkLost) -> None:
+        if not self.ended.is_set():
+            self.connected.clear()
+            self.in_background(self.connection.stop())
+        super().end(reason)
 
-    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
+    def in_background(self, job: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(job)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

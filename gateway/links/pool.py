@@ -1,9 +1,6 @@
-"""Which broker connection of the shared link carries a new charge point.
+"""Which lane (broker connection) of the shared link carries a new charge point (`shared.py`).
 
-A broker may cap the subscriptions of one connection (AWS IoT Core: 50 by default); the shared
-link then spreads CPs over several connections ("lanes"), each CP wholly on one of them so its
-frames, claims and presence keep their order. The choice is pure: given how full each lane is,
-pick one, or ask for a new lane.
+The choice is pure: given how full each lane is, pick one, or ask for a new lane.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import structlog
 
@@ -24,40 +23,36 @@ from gateway.links.connection import (
     ConnectionOptions,
     Down,
     LinkError,
-    describe,
 )
 from gateway.links.retained import RetainedReader
-from gateway.links.tls import TlsConfigError, diagnose_tls, load_tls_material, ssl_context
+from gateway.links.tls import TlsConfigError, diagnose_tls, tls_context_for
 from gateway.observability import Metrics
-from gateway.settings import MqttAuth
 from gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
 
-async def check_forever(connection: BrokerConnection, topic: str, interval: float) -> None:
-    """Publish on `topic` every `interval` s while up; a stalled broker ends the connection."""
+async def check_forever(connection: BrokerConnection, broker: BrokerSettings) -> None:
+    """Publish every half `mqtt_timeout` while up; a stalled broker ends the connection."""
     alive = json.dumps({"alive": True}).encode()
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(broker.mqtt_timeout / 2)
         if connection.up:
             with contextlib.suppress(LinkError):
-                await connection.publish(topic, alive)
+                await connection.publish(broker.check_topic, alive)
 
 
 async def explain_unreachable(broker: BrokerSettings, error: str | None) -> None:
     """Log why the broker cannot be reached, with the TLS reason when there is one."""
-    address = parse_broker_url(broker.mqtt_url)
+    address = broker.address
     port = address.port
-    if broker.mqtt_auth is MqttAuth.SIGV4:
-        port = urlsplit(broker.mqtt_url).port or 443
     diagnosis = None
-    if address.tls:
-        try:
-            context = ssl_context(load_tls_material(broker))
-        except TlsConfigError as exc:
-            diagnosis = str(exc)
-        else:
+    try:
+        context = tls_context_for(broker)  # None for a broker without TLS
+    except TlsConfigError as exc:
+        diagnosis = str(exc)
+    else:
+        if context is not None:
             diagnosis = await diagnose_tls(address.host, port, context, broker.mqtt_timeout)
     if diagnosis is not None:
         log.error("broker.tls_failed", host=address.host, port=port, error=diagnosis)
@@ -89,14 +84,12 @@ class BrokerProbe:
     def ready(self) -> bool:
         return self._ready.is_set()
 
-    async def start(self, wait: float) -> None:
-        """Start probing; wait up to `wait` seconds for the first connection."""
+    async def start(self) -> None:
+        """Start probing; wait up to `mqtt_timeout` for the first connection."""
         self.connection.start()
-        self._checker = asyncio.create_task(
-            check_forever(self.connection, self._broker.check_topic, self._broker.mqtt_timeout / 2)
-        )
+        self._checker = asyncio.create_task(check_forever(self.connection, self._broker))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), wait)
+            await asyncio.wait_for(self._ready.wait(), self._broker.mqtt_timeout)
         if not self.ready:
             await explain_unreachable(self._broker, self._last_error)
 
@@ -115,7 +108,7 @@ class BrokerProbe:
         self._set_ready(True)
 
     def connection_down(self, down: Down) -> None:
-        self._last_error = describe(down)
+        self._last_error = str(down)
         if self.ready:
             log.warning("broker.lost", error=self._last_error)
         self._set_ready(False)

@@ -13,13 +13,9 @@ that loses the broker applies the grace period to its own CPs only. Lanes stay o
 fleets reconnect in waves, and reopening connections for each wave would cost more (connect
 rate quotas, fresh sessions) than an idle connection does.
 
-One connection per CP across replicas is kept with claims: when a CP connects, its gateway
-publishes `{"gateway", "connection", "at"}` on the CP's claim topic, to which every gateway
-holding that CP is subscribed (with MQTT 5 "no local": a lane does not get its own claims
-back; within one gateway the newest connection wins without them). The newest claim wins
-(ordered by time, then gateway id, then connection id, so every replica takes the same decision);
-a holder that sees a newer claim closes its connection with 1000, and a holder that sees an older
-one re-publishes its own so the other side learns it lost.
+One connection per CP across replicas is kept with claims (`claims.py`): when a CP connects, its
+gateway publishes one on the CP's claim topic, to which every gateway holding that CP is
+subscribed (with MQTT 5 "no local": within one gateway the newest connection wins without them).
 """
 
 from __future__ import annotations
@@ -27,22 +23,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
 
-from gateway.links.base import BrokerUnavailable, Channel, Deliver, LinkLost, OnLost
+from gateway.links.base import BrokerUnavailable, Channel, Deliver, OnLost
 from gateway.links.broker import BrokerSettings, ConnectionFactory
+from gateway.links.channel import CpChannel
 from gateway.links.claims import Claim, next_connection_id
 from gateway.links.connection import LinkError, Subscription
 from gateway.links.farewells import LateFarewells
-from gateway.links.grace import publish_within_grace
 from gateway.links.lane import Lane
-from gateway.links.outbox import Outbox
 from gateway.links.pool import SUBSCRIPTIONS_PER_CP, choose_lane
 from gateway.links.probe import explain_unreachable
-from gateway.notices import undelivered
 from gateway.observability import Metrics
 from gateway.presence import Presence
 
@@ -169,7 +164,7 @@ class SharedLink:
         self.metrics.link_ready.set(0)
 
 
-class SharedChannel:
+class SharedChannel(CpChannel):
     """One CP's channel, on one lane for its whole life."""
 
     def __init__(
@@ -184,91 +179,47 @@ class SharedChannel:
         farewell_later: FarewellLater | None = None,
     ) -> None:
         """`farewell_later`: keeps an offline document the broker could not take at close."""
-        broker = lane.broker
-        self._lane = lane
-        self._presence = presence
+        super().__init__(
+            lane.broker, lane.metrics, cp_id, subprotocol, deliver, on_lost, claim, presence
+        )
+        self.lane = lane
+        self.connection = lane.connection
+        self.connected = lane.connected
         self._farewell_later = farewell_later
-        self.presence_topic = broker.topic_presence.format(cp_id=cp_id)
-        self._on_lost = on_lost
-        self.cp_id = cp_id
-        self.claim = claim
-        self.in_topic = broker.topic_in.format(cp_id=cp_id)
-        self.out_topic = broker.topic_out.format(cp_id=cp_id)
-        self.claim_topic = broker.topic_claim.format(cp_id=cp_id)
         # MQTT 5 "no local" on claims: a lane does not get its own claims back.
         self.subscriptions = [Subscription(self.out_topic), Subscription(self.claim_topic, True)]
         # Set once the broker granted them: only then are they restored after a reconnect.
         self.subscribed = False
-        self._undelivered_topic = broker.topic_undelivered.format(cp_id=cp_id)
-        self.outbox = Outbox(
-            cp_id,
-            deliver,
-            broker.out_queue_limit,
-            lane.metrics,
-            on_undelivered=self.report_undelivered,
-        )
-        self._properties = (("subprotocol", subprotocol),)
-        self._ended = asyncio.Event()
 
-    @property
-    def lane(self) -> Lane:
-        return self._lane
+    async def reassert(self) -> None:
+        await self.publish_quietly(self.claim_topic, self.claim.encode())
 
-    async def publish(self, frame: bytes) -> None:
-        connection = self._lane.connection
-        await publish_within_grace(
-            lambda: connection.publish(self.in_topic, frame, properties=self._properties),
-            self._lane.connected,
-            self._ended,
-            self._lane.broker.broker_grace,
-            on_resend=self._lane.metrics.frames_resent.inc,
-        )
+    async def publish_quietly(self, topic: str, payload: bytes) -> None:
+        if self.lane.ready:
+            await super().publish_quietly(topic, payload)
 
-    def consider(self, claim: Claim | None) -> None:
-        """React to a claim on this CP's claim topic."""
-        if claim is None or claim == self.claim or self._ended.is_set():
-            return
-        if claim > self.claim:
-            self.end(LinkLost.TAKEN_OVER)
-        else:
-            # An older holder announced itself after ours: tell it again that it lost.
-            self._lane.in_background(self._reassert())
-
-    async def _reassert(self) -> None:
-        if self._lane.ready:
-            with contextlib.suppress(LinkError):
-                await self._lane.connection.publish(self.claim_topic, self.claim.encode())
-
-    def end(self, reason: LinkLost) -> None:
-        if self._ended.is_set():
-            return
-        self._ended.set()
-        self._lane.metrics.link_lost.labels(reason=reason.value).inc()
-        self._on_lost(reason)
-
-    def report_undelivered(self, message: bytes, reason: str) -> None:
-        notice = undelivered(self.cp_id, message, reason, time.time())
-        self._lane.publish_in_background(self._undelivered_topic, notice)
+    def in_background(self, job: Coroutine[Any, Any, None]) -> None:
+        self.lane.in_background(job)
 
     async def announce_online(self) -> None:
-        if self._presence is not None and not self._ended.is_set():
-            await self._announce(self._presence.online)
+        if self.presence is not None and not self.ended.is_set():
+            await self._announce(self.presence.online)
 
     async def _announce(self, document: bytes) -> None:
-        await self._lane.connection.publish(self.presence_topic, document, retain=True)
+        await self.connection.publish(self.presence_topic, document, retain=True)
 
     async def close(self, farewell: bytes | None = None) -> None:
         if farewell is not None:
             sent = False
-            if self._lane.ready:
+            if self.lane.ready:
                 with contextlib.suppress(LinkError):
                     await self._announce(farewell)
                     sent = True
-            if not sent and self._presence is not None and self._farewell_later is not None:
-                self._farewell_later(self.presence_topic, self._presence, farewell)
-        self._ended.set()
+            if not sent and self.presence is not None and self._farewell_later is not None:
+                self._farewell_later(self.presence_topic, self.presence, farewell)
+        self.ended.set()
         await self.outbox.close()
-        await self._lane.release(self)
+        await self.lane.release(self)
 
 
 def _without_credentials(url: str) -> str:

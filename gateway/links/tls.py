@@ -54,7 +54,7 @@ class TlsMaterial:
 
 
 def tls_context_for(settings: BrokerSettings) -> ssl.SSLContext | None:
-    """The aiomqtt link's one TLS context, or None for a plain `mqtt://` broker."""
+    """The `ssl` context for aiomqtt and the TLS diagnosis; None for a plain `mqtt://` broker."""
     if not parse_broker_url(settings.mqtt_url).tls:
         return None
     return ssl_context(load_tls_material(settings))

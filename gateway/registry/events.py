@@ -36,7 +36,6 @@ from gateway.links.connection import (
     Down,
     LinkError,
     Subscription,
-    describe,
 )
 from gateway.registry.ids import is_valid_cp_id
 from gateway.settings import Settings
@@ -146,7 +145,7 @@ class RegistryEventWatcher:
         self._subscriber = asyncio.create_task(self._subscribe(), name="registry-events")
 
     def connection_down(self, down: Down) -> None:
-        self._unavailable(describe(down), retry_in=None)
+        self._unavailable(str(down), retry_in=None)
 
     def message(self, topic: str, payload: bytes) -> None:
         self.handle_event(topic, payload)

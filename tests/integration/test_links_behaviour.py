@@ -322,7 +322,7 @@ async def taken_over_by_the_crt(
     opened = await link.open_channel(cp_id, "ocpp2.0.1", deliver, lost.append)
     assert isinstance(opened, PerCpChannel)
     channel: PerCpChannel = opened
-    connection = channel._connection
+    connection = channel.connection
     assert isinstance(connection, CrtConnection)
     downs: list[Down] = []
 
