@@ -45,6 +45,7 @@ class LateFarewells:
         self._metrics = metrics
         self._pending: dict[str, LateFarewell] = {}  # by presence topic
         self._publishing: asyncio.Task[None] | None = None
+        self._closed = False
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -65,7 +66,7 @@ class LateFarewells:
         """
         if self._publishing is not None and not self._publishing.done():
             return self._publishing
-        if not self._pending:
+        if not self._pending or self._closed:
             return None
         self._publishing = asyncio.create_task(self._publish_all(ready, read, publish))
         return self._publishing
@@ -99,4 +100,5 @@ class LateFarewells:
                 log.info("presence.late_farewells", published=published, superseded=superseded)
 
     async def close(self) -> None:
+        self._closed = True  # the link is closing: nothing starts after this
         await cancel_and_wait(self._publishing)

@@ -97,3 +97,11 @@ async def test_publishing_runs_once_at_a_time() -> None:
     await first
     assert broker.retained == {"CP1/presence": FAREWELL}
     assert farewells.publish_soon(broker.ready, broker.read, broker.publish) is None
+
+
+async def test_nothing_is_published_once_the_link_closes() -> None:
+    farewells = LateFarewells(Metrics())
+    farewells.keep("CP1/presence", OURS, FAREWELL)
+    await farewells.close()
+    broker = Broker({"CP1/presence": OURS.online})
+    assert farewells.publish_soon(broker.ready, broker.read, broker.publish) is None
