@@ -74,7 +74,7 @@ class LateFarewells:
     async def _publish_all(
         self, ready: Ready, read: ReadRetained, publish: PublishRetained
     ) -> None:
-        published = superseded = 0
+        counts = {"published": 0, "superseded": 0}
         try:
             for topic in list(self._pending):
                 late = self._pending.get(topic)
@@ -85,19 +85,18 @@ class LateFarewells:
                     break  # kept for the next time the broker is back
                 if self._pending.get(topic) is not late:
                     continue  # the CP connected here again meanwhile
+                result = "superseded"
                 if still_ours(retained, late.presence):
                     await publish(topic, late.farewell)
-                    published += 1
-                else:
-                    superseded += 1
+                    result = "published"
                 del self._pending[topic]
+                counts[result] += 1
+                self._metrics.late_farewells.labels(result=result).inc()
         except LinkError as exc:
             log.warning("presence.late_farewells_paused", left=len(self._pending), error=str(exc))
         finally:
-            self._metrics.late_farewells.labels(result="published").inc(published)
-            self._metrics.late_farewells.labels(result="superseded").inc(superseded)
-            if published or superseded:
-                log.info("presence.late_farewells", published=published, superseded=superseded)
+            if any(counts.values()):
+                log.info("presence.late_farewells", **counts)
 
     async def close(self) -> None:
         self._closed = True  # the link is closing: nothing starts after this
