@@ -156,7 +156,7 @@ class Metrics:
         )
         self.accept_queue = Gauge(
             "ocpp_gateway_accept_queue",
-            "Connections waiting in the kernel's accept queue (Linux), counted as handshakes",
+            "Connections waiting in the kernel's accept queue (Linux), not accepted yet",
             registry=r,
         )
         self.accept_errors = Counter(
