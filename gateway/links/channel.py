@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.links.base import Deliver, LinkLost, OnLost
 from gateway.links.claims import Claim
 from gateway.links.connection import BrokerConnection, LinkError
+from gateway.links.farewells import LateFarewells
 from gateway.links.grace import publish_within_grace
 from gateway.links.outbox import Outbox
 from gateway.notices import undelivered
@@ -39,7 +40,9 @@ class CpChannel:
         on_lost: OnLost,
         claim: Claim,
         presence: Presence | None,
+        farewells: LateFarewells | None = None,
     ) -> None:
+        """`farewells`: where an offline document the broker cannot take at close waits."""
         self.broker = broker
         self.metrics = metrics
         self.cp_id = cp_id
@@ -56,6 +59,7 @@ class CpChannel:
         )
         self.ended = asyncio.Event()
         self._on_lost = on_lost
+        self._farewells = farewells
 
     async def publish(self, frame: bytes) -> None:
         await publish_within_grace(
@@ -73,6 +77,19 @@ class CpChannel:
     async def publish_quietly(self, topic: str, payload: bytes) -> None:
         with contextlib.suppress(LinkError):
             await self.connection.publish(topic, payload)
+
+    async def announce(self, document: bytes) -> None:
+        """Publish a presence document on the CP's presence topic, retained."""
+        await self.connection.publish(self.presence_topic, document, retain=True)
+
+    async def say_farewell(self, farewell: bytes) -> None:
+        """Publish the CP's offline document, or keep it for when the broker is back."""
+        if self.connected.is_set():
+            with contextlib.suppress(LinkError):
+                await self.announce(farewell)
+                return
+        if self.presence is not None and self._farewells is not None:
+            self._farewells.keep(self.presence_topic, self.presence, farewell)
 
     def consider(self, claim: Claim | None) -> None:
         """React to a claim on this CP's claim topic."""

@@ -12,8 +12,9 @@ which a newer document from another replica could be overwritten.)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -24,9 +25,16 @@ from gateway.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
-Ready = Callable[[], bool]
-ReadRetained = Callable[[str], Awaitable[bytes | None]]
-PublishRetained = Callable[[str, bytes], Awaitable[None]]
+
+class RetainedPublisher(Protocol):
+    """A broker connection of the gateway's that can read retained messages (probe, lane)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def read_retained(self, topic: str) -> bytes | None: ...
+
+    async def publish_retained(self, topic: str, payload: bytes) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -41,8 +49,10 @@ def still_ours(retained: bytes | None, presence: Presence) -> bool:
 
 
 class LateFarewells:
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, publisher: Callable[[], RetainedPublisher | None]) -> None:
+        """`publisher`: the connection to publish through now, None while none is ready."""
         self._metrics = metrics
+        self._publisher = publisher
         self._pending: dict[str, LateFarewell] = {}  # by presence topic
         self._publishing: asyncio.Task[None] | None = None
         self._closed = False
@@ -51,43 +61,42 @@ class LateFarewells:
         return len(self._pending)
 
     def keep(self, topic: str, presence: Presence, farewell: bytes) -> None:
+        """Publish `farewell` on `topic` as soon as the broker answers (now, if it does)."""
         self._pending[topic] = LateFarewell(presence, farewell)
+        self.publish_soon()
 
     def forget(self, topic: str) -> None:
         """A new connection of the CP opened here: its own documents follow."""
         self._pending.pop(topic, None)
 
-    def publish_soon(
-        self, ready: Ready, read: ReadRetained, publish: PublishRetained
-    ) -> asyncio.Task[None] | None:
-        """Publish what is kept, in the background, while `ready` (the broker answers).
-
-        Returns the task doing it (the one already under way, if any); None: nothing is kept.
-        """
+    def publish_soon(self) -> asyncio.Task[None] | None:
+        """Publish what is kept, in the background, if a connection is ready (call it when one
+        becomes ready). Returns the task doing it (the one already under way, if any)."""
         if self._publishing is not None and not self._publishing.done():
             return self._publishing
         if not self._pending or self._closed:
             return None
-        self._publishing = asyncio.create_task(self._publish_all(ready, read, publish))
+        publisher = self._publisher()
+        if publisher is None or not publisher.ready:
+            return None
+        self._publishing = asyncio.create_task(self._publish_all(publisher))
         return self._publishing
 
-    async def _publish_all(
-        self, ready: Ready, read: ReadRetained, publish: PublishRetained
-    ) -> None:
+    async def _publish_all(self, publisher: RetainedPublisher) -> None:
         counts = {"published": 0, "superseded": 0}
         try:
             for topic in list(self._pending):
                 late = self._pending.get(topic)
                 if late is None:
                     continue
-                retained = await read(topic)
-                if not ready():
+                retained = await publisher.read_retained(topic)
+                if not publisher.ready:
                     break  # kept for the next time the broker is back
                 if self._pending.get(topic) is not late:
                     continue  # the CP connected here again meanwhile
                 result = "superseded"
                 if still_ours(retained, late.presence):
-                    await publish(topic, late.farewell)
+                    await publisher.publish_retained(topic, late.farewell)
                     result = "published"
                 del self._pending[topic]
                 counts[result] += 1

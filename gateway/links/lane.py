@@ -93,7 +93,7 @@ class Lane:
             ),
             self,
         )
-        self.retained = RetainedReader(self.connection)
+        self._retained = RetainedReader(self.connection)
         max_topics = self.connection.max_topics_per_packet
         self._subscribing = TopicBatcher(self.connection.subscribe, max_topics)
         self._unsubscribing = TopicBatcher(self.connection.unsubscribe, max_topics)
@@ -187,6 +187,10 @@ class Lane:
         return True
 
     # -- publishing -------------------------------------------------------------------------
+
+    async def read_retained(self, topic: str) -> bytes | None:
+        """The message retained on `topic`, or None (none, or the broker cannot be asked)."""
+        return await self._retained.read(topic) if self.ready else None
 
     async def publish_retained(self, topic: str, payload: bytes) -> None:
         await self.connection.publish(topic, payload, retain=True)
@@ -301,7 +305,7 @@ class Lane:
         if claimant is not None:
             claimant.consider(decode_claim(payload))
             return
-        self.retained.message(topic, payload)
+        self._retained.message(topic, payload)
 
     def _grace_expired(self) -> None:
         self._grace_timer = None

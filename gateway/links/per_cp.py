@@ -60,8 +60,9 @@ class PerCpLink:
         self.broker = broker
         self.metrics = metrics
         self.connect = connect
-        self.probe = BrokerProbe(connect, broker, metrics, on_ready=self._publish_farewells)
-        self.farewells = LateFarewells(metrics)
+        self.probe = BrokerProbe(connect, broker, metrics, on_ready=self._broker_back)
+        # Offline documents of CPs closed while the broker was away go out through the probe.
+        self.farewells = LateFarewells(metrics, lambda: self.probe)
 
     @property
     def ready(self) -> bool:
@@ -86,18 +87,8 @@ class PerCpLink:
         await channel.open()
         return channel
 
-    def farewell_later(self, topic: str, presence: Presence, farewell: bytes) -> None:
-        self.farewells.keep(topic, presence, farewell)
-        if self.probe.ready:
-            self._publish_farewells()
-
-    def _publish_farewells(self) -> None:
-        self.farewells.publish_soon(
-            lambda: self.probe.ready, self.probe.read_retained, self._publish_retained
-        )
-
-    async def _publish_retained(self, topic: str, payload: bytes) -> None:
-        await self.probe.connection.publish(topic, payload, retain=True)
+    def _broker_back(self) -> None:
+        self.farewells.publish_soon()
 
     async def close(self) -> None:
         await self.farewells.close()
@@ -116,9 +107,16 @@ class PerCpChannel(CpChannel):
         presence: Presence | None = None,
     ) -> None:
         super().__init__(
-            link.broker, link.metrics, cp_id, subprotocol, deliver, on_lost, claim, presence
+            link.broker,
+            link.metrics,
+            cp_id,
+            subprotocol,
+            deliver,
+            on_lost,
+            claim,
+            presence,
+            link.farewells,
         )
-        self._link = link
         self._probe = link.probe
         self.connected = asyncio.Event()
         # Settled by the next event of a connection attempt: None when up, else why not.
@@ -179,9 +177,7 @@ class PerCpChannel(CpChannel):
     async def close(self, farewell: bytes | None = None) -> None:
         await self.outbox.close()  # what is queued reaches the CP, or is reported undelivered
         if farewell is not None:
-            sent = self.connected.is_set() and await self._announce(farewell)
-            if not sent and self.presence is not None:  # the broker is away: once it is back
-                self._link.farewell_later(self.presence_topic, self.presence, farewell)
+            await self.say_farewell(farewell)
         current = asyncio.current_task()
         pending = {task for task in self._tasks if task is not current}
         if pending and self.connected.is_set():  # notices on their way to the broker
@@ -246,7 +242,8 @@ class PerCpChannel(CpChannel):
         if not self.ended.is_set():
             self.connected.set()
             if self.presence is not None:
-                await self._announce(self.presence.online)
+                with contextlib.suppress(LinkError):  # a failure only leaves the older one
+                    await self.announce(self.presence.online)
         return None
 
     async def _recover(self, down: Down) -> None:
@@ -293,14 +290,6 @@ class PerCpChannel(CpChannel):
     async def reassert(self) -> None:
         with contextlib.suppress(LinkError):
             await self._publish_claim()
-
-    async def _announce(self, document: bytes) -> bool:
-        """Publish a presence document, retained; a failure only leaves the older one."""
-        try:
-            await self.connection.publish(self.presence_topic, document, retain=True)
-        except LinkError:
-            return False
-        return True
 
     async def _publish_claim(self) -> None:
         await self._probe.connection.publish(self.claim_topic, self.claim.encode(), retain=True)

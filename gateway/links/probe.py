@@ -66,7 +66,7 @@ class BrokerProbe:
         connect: ConnectionFactory,
         broker: BrokerSettings,
         metrics: Metrics,
-        on_ready: Callable[[], None] | None = None,
+        on_ready: Callable[[], object] | None = None,
     ) -> None:
         """`on_ready`: called each time the broker becomes reachable."""
         self._broker = broker
@@ -101,6 +101,9 @@ class BrokerProbe:
     async def read_retained(self, topic: str) -> bytes | None:
         """The message retained on `topic`, or None (none, or the broker cannot be asked)."""
         return await self._retained.read(topic) if self.ready else None
+
+    async def publish_retained(self, topic: str, payload: bytes) -> None:
+        await self.connection.publish(topic, payload, retain=True)
 
     # -- connection events -----------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,8 +43,6 @@ from gateway.presence import Presence
 
 log = structlog.get_logger(__name__)
 
-FarewellLater = Callable[[str, Presence, bytes], None]
-
 
 class SharedLink:
     def __init__(
@@ -54,7 +52,7 @@ class SharedLink:
         self.metrics = metrics
         self._connect = connect
         self._was_ready = False
-        self.farewells = LateFarewells(metrics)
+        self.farewells = LateFarewells(metrics, self._emptiest_ready_lane)
         self.lanes = [Lane(broker, metrics, connect, 0, self._lane_changed, self._gateway_online)]
 
     @property
@@ -85,7 +83,7 @@ class SharedLink:
         claim = Claim(since or time.time(), self.broker.gateway_id, next_connection_id())
         lane = self._lane_for(self.broker.topic_out.format(cp_id=cp_id))
         channel = SharedChannel(
-            lane, cp_id, subprotocol, deliver, on_lost, claim, presence, self.farewell_later
+            lane, cp_id, subprotocol, deliver, on_lost, claim, presence, self.farewells
         )
         self.farewells.forget(channel.presence_topic)
         lane.add(channel)
@@ -136,20 +134,12 @@ class SharedLink:
         if ready and not self._was_ready:
             log.info("broker.reachable", url=_without_credentials(self.broker.mqtt_url))
         self._was_ready = ready
-        self._publish_farewells()
+        self.farewells.publish_soon()
 
-    def farewell_later(self, topic: str, presence: Presence, farewell: bytes) -> None:
-        self.farewells.keep(topic, presence, farewell)
-        self._publish_farewells()
-
-    def _publish_farewells(self) -> None:
+    def _emptiest_ready_lane(self) -> Lane | None:
         # Reading a retained document takes a subscription for a moment: the emptiest lane's.
         ready = [lane for lane in self.lanes if lane.ready]
-        if ready:
-            lane = min(ready, key=lambda lane: lane.subscriptions)
-            self.farewells.publish_soon(
-                lambda: lane.ready, lane.retained.read, lane.publish_retained
-            )
+        return min(ready, key=lambda lane: lane.subscriptions) if ready else None
 
     def _gateway_online(self) -> None:
         """The primary lane's will may have taken every CP of the gateway offline for status
@@ -176,16 +166,22 @@ class SharedChannel(CpChannel):
         on_lost: OnLost,
         claim: Claim,
         presence: Presence | None = None,
-        farewell_later: FarewellLater | None = None,
+        farewells: LateFarewells | None = None,
     ) -> None:
-        """`farewell_later`: keeps an offline document the broker could not take at close."""
         super().__init__(
-            lane.broker, lane.metrics, cp_id, subprotocol, deliver, on_lost, claim, presence
+            lane.broker,
+            lane.metrics,
+            cp_id,
+            subprotocol,
+            deliver,
+            on_lost,
+            claim,
+            presence,
+            farewells,
         )
         self.lane = lane
         self.connection = lane.connection
         self.connected = lane.connected
-        self._farewell_later = farewell_later
         # MQTT 5 "no local" on claims: a lane does not get its own claims back.
         self.subscriptions = [Subscription(self.out_topic), Subscription(self.claim_topic, True)]
         # Set once the broker granted them: only then are they restored after a reconnect.
@@ -203,20 +199,11 @@ class SharedChannel(CpChannel):
 
     async def announce_online(self) -> None:
         if self.presence is not None and not self.ended.is_set():
-            await self._announce(self.presence.online)
-
-    async def _announce(self, document: bytes) -> None:
-        await self.connection.publish(self.presence_topic, document, retain=True)
+            await self.announce(self.presence.online)
 
     async def close(self, farewell: bytes | None = None) -> None:
         if farewell is not None:
-            sent = False
-            if self.lane.ready:
-                with contextlib.suppress(LinkError):
-                    await self._announce(farewell)
-                    sent = True
-            if not sent and self.presence is not None and self._farewell_later is not None:
-                self._farewell_later(self.presence_topic, self.presence, farewell)
+            await self.say_farewell(farewell)
         self.ended.set()
         await self.outbox.close()
         await self.lane.release(self)

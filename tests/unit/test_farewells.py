@@ -15,31 +15,36 @@ FAREWELL = b'{"connected": false, "closed_by": "broker_loss"}'
 
 
 class Broker:
-    """Retained documents by topic, as the link would read and publish them."""
+    """Retained documents by topic, read and published as through the probe or a lane."""
 
-    def __init__(self, retained: dict[str, bytes]) -> None:
+    def __init__(self, retained: dict[str, bytes], reachable: bool = True) -> None:
         self.retained = retained
-        self.reachable = True
+        self.reachable = reachable
         self.fail_publishing = False
 
-    async def read(self, topic: str) -> bytes | None:
+    @property
+    def ready(self) -> bool:
+        return self.reachable
+
+    async def read_retained(self, topic: str) -> bytes | None:
         return self.retained.get(topic) if self.reachable else None
 
-    async def publish(self, topic: str, payload: bytes) -> None:
+    async def publish_retained(self, topic: str, payload: bytes) -> None:
         if self.fail_publishing:
             raise LinkError("connection lost")
         self.retained[topic] = payload
-
-    def ready(self) -> bool:
-        return self.reachable
 
 
 def counted(metrics: Metrics, result: str) -> float:
     return metrics.late_farewells.labels(result=result)._value.get()
 
 
-async def published(farewells: LateFarewells, broker: Broker) -> None:
-    task = farewells.publish_soon(broker.ready, broker.read, broker.publish)
+def farewells_through(broker: Broker, metrics: Metrics | None = None) -> LateFarewells:
+    return LateFarewells(metrics or Metrics(), lambda: broker)
+
+
+async def published(farewells: LateFarewells) -> None:
+    task = farewells.publish_soon()
     if task is not None:
         await task
 
@@ -53,55 +58,55 @@ def test_only_the_closed_connections_own_documents_are_replaced() -> None:
 
 async def test_a_farewell_replaces_its_own_document_and_never_a_newer_one() -> None:
     metrics = Metrics()
-    farewells = LateFarewells(metrics)
+    broker = Broker({"CP1/presence": OURS.online, "CP2/presence": NEWER})
+    farewells = farewells_through(broker, metrics)
     farewells.keep("CP1/presence", OURS, FAREWELL)
     farewells.keep("CP2/presence", OURS, FAREWELL)
-    broker = Broker({"CP1/presence": OURS.online, "CP2/presence": NEWER})
-    await published(farewells, broker)
+    await published(farewells)
     assert broker.retained == {"CP1/presence": FAREWELL, "CP2/presence": NEWER}
     assert (counted(metrics, "published"), counted(metrics, "superseded")) == (1, 1)
     assert len(farewells) == 0
 
 
 async def test_a_cp_that_connects_here_again_is_forgotten() -> None:
-    farewells = LateFarewells(Metrics())
+    broker = Broker({"CP1/presence": OURS.online})
+    farewells = farewells_through(broker)
     farewells.keep("CP1/presence", OURS, FAREWELL)
     farewells.forget("CP1/presence")
-    broker = Broker({"CP1/presence": OURS.online})
-    await published(farewells, broker)
+    await published(farewells)
     assert broker.retained == {"CP1/presence": OURS.online}
 
 
 async def test_farewells_wait_for_the_next_time_the_broker_is_back() -> None:
-    farewells = LateFarewells(Metrics())
+    broker = Broker({"CP1/presence": OURS.online}, reachable=False)
+    farewells = farewells_through(broker)
     farewells.keep("CP1/presence", OURS, FAREWELL)
-    broker = Broker({"CP1/presence": OURS.online})
-    broker.reachable = False
-    await published(farewells, broker)
+    await published(farewells)
     broker.reachable = True
     broker.fail_publishing = True
-    await published(farewells, broker)
+    await published(farewells)
     assert len(farewells) == 1
     broker.fail_publishing = False
-    await published(farewells, broker)
+    await published(farewells)
     assert broker.retained == {"CP1/presence": FAREWELL}
 
 
 async def test_publishing_runs_once_at_a_time() -> None:
-    farewells = LateFarewells(Metrics())
-    farewells.keep("CP1/presence", OURS, FAREWELL)
     broker = Broker({"CP1/presence": OURS.online})
-    first = farewells.publish_soon(broker.ready, broker.read, broker.publish)
-    assert farewells.publish_soon(broker.ready, broker.read, broker.publish) is first
+    farewells = farewells_through(broker)
+    farewells.keep("CP1/presence", OURS, FAREWELL)  # starts publishing: the broker is there
+    first = farewells.publish_soon()
+    assert farewells.publish_soon() is first
     assert first is not None
     await first
     assert broker.retained == {"CP1/presence": FAREWELL}
-    assert farewells.publish_soon(broker.ready, broker.read, broker.publish) is None
+    assert farewells.publish_soon() is None
 
 
 async def test_nothing_is_published_once_the_link_closes() -> None:
-    farewells = LateFarewells(Metrics())
+    broker = Broker({"CP1/presence": OURS.online}, reachable=False)
+    farewells = farewells_through(broker)
     farewells.keep("CP1/presence", OURS, FAREWELL)
     await farewells.close()
-    broker = Broker({"CP1/presence": OURS.online})
-    assert farewells.publish_soon(broker.ready, broker.read, broker.publish) is None
+    broker.reachable = True
+    assert farewells.publish_soon() is None
