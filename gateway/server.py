@@ -32,6 +32,7 @@ from gateway.admission import (
     spread_within,
 )
 from gateway.closes import Close
+from gateway.cp_connection import CpConnection
 from gateway.descriptors import probe_forever
 from gateway.handshake import (
     HEALTH_PATH,
@@ -40,7 +41,6 @@ from gateway.handshake import (
     cp_id_from_path,
     select_subprotocol,
 )
-from gateway.http_requests import AnsweringServerConnection
 from gateway.links.base import Link
 from gateway.observability import Metrics
 from gateway.registry.base import Registry, RegistryUnavailable
@@ -288,10 +288,10 @@ class Gateway:
             return response
         return None
 
-    def _accepted(self, *args: Any, **kwargs: Any) -> ServerConnection:
+    def _accepted(self, *args: Any, **kwargs: Any) -> CpConnection:
         """Make the connection of a TCP connection just accepted: a handshake in progress."""
-        # AnsweringServerConnection: requests websockets cannot parse still get a 400.
-        connection = AnsweringServerConnection(*args, **kwargs)
+        # Requests websockets cannot parse still get a 400; stalled writes are noticed.
+        connection = CpConnection(*args, **kwargs)
         ticket = self.admission.accepted()
         connection.connection_lost_waiter.add_done_callback(
             lambda _: self.admission.release(ticket)
@@ -380,6 +380,7 @@ class Gateway:
     # -- after the upgrade ----------------------------------------------------------------
 
     async def _handle(self, connection: ServerConnection) -> None:
+        assert isinstance(connection, CpConnection)  # made by _accepted
         assert connection.request is not None
         ticket = self._tickets.pop(connection, None)
         if ticket is not None:

@@ -10,11 +10,11 @@ from collections.abc import Coroutine
 from typing import Any
 
 import structlog
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from gateway import closes, presence
 from gateway.closes import Close
+from gateway.cp_connection import CpConnection
 from gateway.cp_stats import CpStats
 from gateway.links.base import BrokerUnavailable, Channel, Link, LinkLost, TakenOver
 from gateway.notices import UNDELIVERED_REASONS
@@ -31,7 +31,7 @@ _connection_numbers = itertools.count(1)
 class Session:
     def __init__(
         self,
-        websocket: ServerConnection,
+        websocket: CpConnection,
         cp_id: str,
         subprotocol: str,
         link: Link,
@@ -53,6 +53,7 @@ class Session:
         self.since = since if since is not None else time.time()  # the handshake, wall clock
         self._finished = asyncio.Event()
         self._closing = False
+        self._not_reading = False  # its socket took nothing for `write_timeout` seconds
         self._closed_by: ClosedBy | None = None
         self._channel: Channel | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -61,6 +62,7 @@ class Session:
         self.publishing_since: float | None = None
         self.stats = CpStats(since=self.since)
         self._log = log.bind(cp_id=cp_id, connection=self.connection_number)
+        websocket.watch_writes(write_timeout, self._not_reading_stalled)
 
     async def run(self, takeover_wait: float) -> None:
         """Serve the charge point until either side ends the session."""
@@ -187,24 +189,27 @@ class Session:
             self._drop_outbound("malformed", problem.description)
             return
         try:
-            async with asyncio.timeout(self._write_timeout):
-                await self._websocket.send(text)
+            # Waits while the CP does not read; cp_connection.py ends the wait if it never does.
+            await self._websocket.send(text)
         except ConnectionClosed:
-            self._drop_outbound(
-                "cp_disconnected", "the charge point is no longer connected", payload
-            )
-            return
-        except TimeoutError:
-            self._metrics.write_timeouts.inc()
-            self._drop_outbound(
-                "cp_not_reading", f"not accepted within {self._write_timeout} s", payload
-            )
-            self._in_background(self._close_not_reading())
+            if self._not_reading:
+                self._drop_outbound(
+                    "cp_not_reading", f"not accepted within {self._write_timeout} s", payload
+                )
+            else:
+                self._drop_outbound(
+                    "cp_disconnected", "the charge point is no longer connected", payload
+                )
             return
         bridged = self._metrics.bridged
         bridged.frames_out += 1
         bridged.bytes_out += len(payload)
         self.stats.frame_out(len(payload))
+
+    def _not_reading_stalled(self) -> None:
+        self._not_reading = True
+        self._metrics.write_timeouts.inc()
+        self._in_background(self._close_not_reading())
 
     async def _close_not_reading(self) -> None:
         """Close a CP whose socket stopped draining; drop its TCP connection if it won't read."""
@@ -284,7 +289,7 @@ class Session:
         task.add_done_callback(self._background.discard)
 
 
-def _closed_by_peer_or_server(websocket: ServerConnection) -> ClosedBy:
+def _closed_by_peer_or_server(websocket: CpConnection) -> ClosedBy:
     """Who closed when the session did not: the CP, or the server shutting down (1012)."""
     protocol = websocket.protocol
     if protocol.close_rcvd_then_sent is False:  # the server's close frame went first

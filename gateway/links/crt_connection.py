@@ -36,6 +36,7 @@ from gateway.links.broker_url import region_of_iot_endpoint, topics_per_subscrib
 from gateway.links.connection import (
     FIRST_FAILURE,
     SESSION_TAKEN_OVER,
+    Acknowledgements,
     BrokerRefused,
     ConnectionEvents,
     ConnectionOptions,
@@ -45,7 +46,6 @@ from gateway.links.connection import (
     NotConnected,
     Subscription,
     UserProperties,
-    acknowledged,
     hand_over,
 )
 from gateway.links.errors import LinkMisconfigured
@@ -250,6 +250,7 @@ class _Callbacks:
         self._post = inbox.post
         self._stop_when_dropped = stop_when_dropped
         self.client: mqtt5.Client | None = None
+        self.acknowledgements: Acknowledgements  # set by the connection, with the client
         self.stopped = asyncio.Event()
 
     def _tell(self, event: Callable[..., None], *args: Any) -> None:
@@ -311,6 +312,9 @@ class CrtConnection:
         if self._inbox is None:
             self._inbox = self._factory.inbox()
         callbacks = _Callbacks(self, self._inbox, stop_when_dropped=not self._options.reconnect)
+        callbacks.acknowledgements = Acknowledgements(
+            self._inbox.loop, self._timeout, functools.partial(self._stall, callbacks)
+        )
         client = mqtt5.Client(self._factory.client_options(self._options, self._resume, callbacks))
         callbacks.client = client
         self._current = callbacks
@@ -403,12 +407,17 @@ class CrtConnection:
         await self._acknowledged(self._client().unsubscribe(packet), "unsubscribe")
 
     async def _acknowledged(self, future: concurrent.futures.Future[Any], what: str) -> Any:
-        assert self._inbox is not None  # set by start(), before any operation
-        stall = functools.partial(self._stall, self._current)
-        return await acknowledged(_on_loop(future, self._inbox), what, self._timeout, stall)
+        callbacks = self._current
+        # Both set: `_client()` just found the client up.
+        assert callbacks is not None
+        assert self._inbox is not None
+        try:
+            return await callbacks.acknowledgements.wait(_on_loop(future, self._inbox), what)
+        except AwsCrtError as exc:
+            raise LinkError(describe_crt_error(exc)) from exc
 
-    def _stall(self, callbacks: _Callbacks | None, detail: str) -> None:
-        if callbacks is None or callbacks is not self._current or not self._up:
+    def _stall(self, callbacks: _Callbacks, detail: str) -> None:
+        if callbacks is not self._current or not self._up:
             return
         self._release()
         self._events.connection_down(Down(DownReason.STALLED, detail))
@@ -416,10 +425,10 @@ class CrtConnection:
             self.start()
 
 
-async def _on_loop(future: concurrent.futures.Future[Any], inbox: LoopInbox) -> Any:
-    """Await a future the CRT completes on its own thread.
+def _on_loop(future: concurrent.futures.Future[Any], inbox: LoopInbox) -> asyncio.Future[Any]:
+    """A future of the loop that follows one the CRT completes on its own thread.
 
-    Cancelling the wait leaves the CRT's future alone (cancelling it would make the CRT's own
+    Cancelling it leaves the CRT's future alone (cancelling that one would make the CRT's own
     completion fail on its thread).
     """
     waiter: asyncio.Future[Any] = inbox.loop.create_future()
@@ -434,10 +443,7 @@ async def _on_loop(future: concurrent.futures.Future[Any], inbox: LoopInbox) -> 
             waiter.set_result(done.result())
 
     future.add_done_callback(lambda done: inbox.post(settle, done))
-    try:
-        return await waiter
-    except AwsCrtError as exc:
-        raise LinkError(describe_crt_error(exc)) from exc
+    return waiter
 
 
 @functools.lru_cache(maxsize=256)  # a gateway publishes with a handful of property sets
