@@ -177,6 +177,15 @@ class Acknowledgements:
         finally:
             del self._waiting[acknowledgement]
 
+    def close(self) -> None:
+        """The client is stopped: what it still owes will never count; its waits end now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for acknowledgement in self._waiting:
+            if not acknowledgement.done():
+                acknowledgement.set_exception(LinkError("the connection was stopped"))
+
     def _check(self) -> None:
         self._timer = None
         now = self._loop.time()

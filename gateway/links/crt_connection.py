@@ -250,7 +250,6 @@ class _Callbacks:
         self._post = inbox.post
         self._stop_when_dropped = stop_when_dropped
         self.client: mqtt5.Client | None = None
-        self.acknowledgements: Acknowledgements  # set by the connection, with the client
         self.stopped = asyncio.Event()
 
     def _tell(self, event: Callable[..., None], *args: Any) -> None:
@@ -300,6 +299,7 @@ class CrtConnection:
         self._inbox: LoopInbox | None = None  # the running loop's, from the first start()
         self._resume = not options.clean_start
         self._current: _Callbacks | None = None  # the live client's, None once stopped
+        self._acknowledgements: Acknowledgements | None = None  # the live client's
         self._up = False
 
     @property
@@ -312,7 +312,7 @@ class CrtConnection:
         if self._inbox is None:
             self._inbox = self._factory.inbox()
         callbacks = _Callbacks(self, self._inbox, stop_when_dropped=not self._options.reconnect)
-        callbacks.acknowledgements = Acknowledgements(
+        self._acknowledgements = Acknowledgements(
             self._inbox.loop, self._timeout, functools.partial(self._stall, callbacks)
         )
         client = mqtt5.Client(self._factory.client_options(self._options, self._resume, callbacks))
@@ -329,6 +329,9 @@ class CrtConnection:
     def _release(self) -> _Callbacks | None:
         """Stop the live client (its events are ignored from now on)."""
         callbacks, self._current, self._up = self._current, None, False
+        if self._acknowledgements is not None:
+            self._acknowledgements.close()
+            self._acknowledgements = None
         if callbacks is not None and callbacks.client is not None:
             # A DISCONNECT, so the broker drops the will: this is no unannounced loss.
             callbacks.client.stop(mqtt5.DisconnectPacket())
@@ -407,12 +410,11 @@ class CrtConnection:
         await self._acknowledged(self._client().unsubscribe(packet), "unsubscribe")
 
     async def _acknowledged(self, future: concurrent.futures.Future[Any], what: str) -> Any:
-        callbacks = self._current
         # Both set: `_client()` just found the client up.
-        assert callbacks is not None
+        assert self._acknowledgements is not None
         assert self._inbox is not None
         try:
-            return await callbacks.acknowledgements.wait(_on_loop(future, self._inbox), what)
+            return await self._acknowledgements.wait(_on_loop(future, self._inbox), what)
         except AwsCrtError as exc:
             raise LinkError(describe_crt_error(exc)) from exc
 

@@ -76,3 +76,14 @@ async def test_a_cancelled_wait_is_forgotten() -> None:
         await waiting
     await asyncio.sleep(WITHIN * 1.5)
     assert stalls == []
+
+
+async def test_closing_ends_every_wait_and_stalls_nothing() -> None:
+    acknowledgements, stalls = watch()
+    waiting = asyncio.create_task(acknowledgements.wait(pending(), "publish to CP1/in"))
+    await asyncio.sleep(0)
+    acknowledgements.close()
+    with pytest.raises(LinkError, match="stopped"):
+        await waiting
+    await asyncio.sleep(WITHIN * 1.5)
+    assert stalls == []
