@@ -139,7 +139,11 @@ class BrokerConnection(Protocol):
 async def acknowledged(
     operation: Awaitable[T], what: str, within: float, stall: Callable[[str], None]
 ) -> T:
-    """Await an operation; past `within` seconds the connection is stalled (`stall`) and ends."""
+    """Await an operation; past `within` seconds the connection is stalled (`stall`) and ends.
+
+    For operations that are coroutines (aiomqtt's); `Acknowledgements` is the cheaper way for
+    those that complete a future (the CRT's).
+    """
     try:
         async with asyncio.timeout(within):
             return await operation
@@ -152,9 +156,9 @@ class Acknowledgements:
     """The deadlines of one client's operations in flight, kept by a single timer.
 
     What `acknowledged` does for one operation, for many at a fraction of the cost: a timer per
-    publish would cost more than the rest of its Python side. Operations are registered in the
-    order they start, so the oldest one still waiting decides when the timer fires. Past its
-    deadline every operation still waiting fails with `LinkError` and `stall` ends the client.
+    publish cost about a tenth of the gateway's CPU per relayed call. Operations are registered
+    in the order they start, so the oldest one still waiting decides when the timer fires. Past
+    its deadline every operation still waiting fails with `LinkError`; `stall` ends the client.
     """
 
     def __init__(
