@@ -97,8 +97,6 @@ class ConnectionOptions:
     # Many QoS 1 messages in flight at once (the shared link carries every CP).
     receive_maximum: int | None = None
     will: Will | None = None
-    # Small packets go out at once (TCP_NODELAY) on a connection that carries many CPs' frames.
-    no_delay: bool = False
 
 
 class ConnectionEvents(Protocol):

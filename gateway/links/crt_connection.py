@@ -50,7 +50,7 @@ from gateway.links.connection import (
 )
 from gateway.links.errors import LinkMisconfigured
 from gateway.links.loop_inbox import LoopInbox
-from gateway.links.nodelay import disable_nagle_towards
+from gateway.links.nodelay import NagleSwitch
 from gateway.links.tls import TlsConfigError, TlsMaterial, load_tls_material
 from gateway.settings import MqttAuth
 
@@ -117,6 +117,7 @@ class CrtFactory:
         self._host_resolver = io.DefaultHostResolver(self._event_loop_group)
         self._bootstrap = io.ClientBootstrap(self._event_loop_group, self._host_resolver)
         self._tls_context = self._make_tls_context()
+        self.nagle = NagleSwitch(self.endpoint.port)
         self._inbox: LoopInbox | None = None
         self._handshake_transform: Callable[..., None] | None = None
         if self.endpoint.sigv4_region is not None:
@@ -342,8 +343,7 @@ class CrtConnection:
     def connected(self, callbacks: _Callbacks) -> None:
         if callbacks is not self._current:
             return
-        if self._options.no_delay:  # the CRT has no such option; see nodelay.py
-            disable_nagle_towards(self._factory.endpoint.port)
+        self._factory.nagle.turn_off_soon()  # the CRT has no TCP_NODELAY option
         self._up = True
         self._resume = True
         self._events.connection_up()

@@ -89,7 +89,6 @@ class Lane:
                 session_expiry=int(broker.broker_grace),
                 receive_maximum=RECEIVE_MAXIMUM,
                 will=will,
-                no_delay=True,
             ),
             self,
         )
