@@ -7,6 +7,7 @@ working.
 
 from __future__ import annotations
 
+import importlib.util
 import string
 from enum import IntEnum, StrEnum
 from pathlib import Path
@@ -41,6 +42,12 @@ class LinkImpl(StrEnum):
 
     AIOMQTT = "aiomqtt"
     AWSCRT = "awscrt"  # the AWS IoT Device SDK's MQTT 5 client (awsiotsdk / awscrt)
+
+
+def fastest_link_impl() -> LinkImpl:
+    """The CRT where it is installed (the `aws` extra, the container image): a third of paho's
+    CPU per message and a faster connect; else aiomqtt, which the gateway always has."""
+    return LinkImpl.AWSCRT if importlib.util.find_spec("awscrt") is not None else LinkImpl.AIOMQTT
 
 
 class MqttAuth(StrEnum):
@@ -241,7 +248,7 @@ class Settings(BaseSettings):
     # Broker
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     link_mode: LinkMode = LinkMode.PER_CP
-    link_impl: LinkImpl = LinkImpl.AIOMQTT
+    link_impl: LinkImpl = Field(default_factory=fastest_link_impl)
     mqtt_auth: MqttAuth = MqttAuth.CERTIFICATE
     # TLS material: a file path, or the PEM text itself (as ECS injects secrets), not both.
     mqtt_ca_file: Path | None = Field(

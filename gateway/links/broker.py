@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from gateway.links.broker_url import BrokerAddress, parse_broker_url, subscriptions_per_connection
 from gateway.links.connection import BrokerConnection, ConnectionEvents, ConnectionOptions
 from gateway.links.errors import LinkMisconfigured
-from gateway.settings import LinkImpl, LinkMode, MqttAuth, Settings
+from gateway.settings import LinkImpl, LinkMode, MqttAuth, Settings, fastest_link_impl
 
 ConnectionFactory = Callable[[ConnectionOptions, ConnectionEvents], BrokerConnection]
 
@@ -40,7 +40,7 @@ class BrokerSettings:
     gateway_id: str
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     link_mode: LinkMode = LinkMode.PER_CP
-    link_impl: LinkImpl = LinkImpl.AIOMQTT
+    link_impl: LinkImpl = field(default_factory=fastest_link_impl)
     mqtt_auth: MqttAuth = MqttAuth.CERTIFICATE
     aws_region: str | None = None
     mqtt_ca_file: Path | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ssl
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,9 @@ def settings(**values: Any) -> Settings:
 # -- settings -----------------------------------------------------------------------------
 
 
-def test_defaults_are_plain_aiomqtt_with_certificate_auth() -> None:
+def test_defaults_are_plain_crt_with_certificate_auth() -> None:
     defaults = settings()
-    assert defaults.link_impl is LinkImpl.AIOMQTT
+    assert defaults.link_impl is LinkImpl.AWSCRT  # the fastest installed (the dev extras have it)
     assert defaults.mqtt_auth is MqttAuth.CERTIFICATE
     assert defaults.mqtt_url == "mqtt://127.0.0.1:1883"
     assert defaults.mqtt_alpn == []
@@ -101,7 +102,7 @@ def test_alpn_is_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None
             "GATEWAY_MQTT_URL is plain mqtt://: use mqtts://host:port",
         ),
         (
-            {"mqtt_url": "mqtts://h", "mqtt_auth": "sigv4"},
+            {"mqtt_url": "mqtts://h", "mqtt_auth": "sigv4", "link_impl": "aiomqtt"},
             "GATEWAY_MQTT_AUTH=sigv4 needs GATEWAY_LINK_IMPL=awscrt",
         ),
         (
@@ -274,3 +275,14 @@ def test_tls_failure_reads_the_verification_error_through_causes() -> None:
 
 def test_tls_failure_ignores_errors_that_are_not_tls() -> None:
     assert tls_failure(ConnectionRefusedError(111, "Connection refused")) is None
+
+
+def test_without_the_crt_installed_the_default_is_aiomqtt(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "awscrt" else real_find_spec(name, *args),
+    )
+    assert settings().link_impl is LinkImpl.AIOMQTT
+    assert settings(link_impl="awscrt").link_impl is LinkImpl.AWSCRT  # asked for: as told

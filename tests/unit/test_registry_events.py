@@ -189,7 +189,7 @@ async def test_the_watcher_has_a_client_id_of_its_own_on_the_gateway_broker() ->
     assert watcher.topic == THING_DELETED_TOPIC
     assert not watcher.subscribed
     connection = watcher._connection
-    assert isinstance(connection, AiomqttConnection)  # the default GATEWAY_LINK_IMPL
+    assert isinstance(connection, CrtConnection)  # the default GATEWAY_LINK_IMPL, installed here
     assert connection.client_id == watcher.client_id
 
 
