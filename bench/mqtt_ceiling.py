@@ -17,7 +17,7 @@ import time
 from awscrt import io, mqtt5
 
 from gateway.links.broker_url import parse_broker_url
-from gateway.links.nodelay import disable_nagle_towards
+from gateway.links.nodelay import NagleSwitch
 from simulator.fleet.latency import LatencyHistogram
 
 
@@ -55,7 +55,7 @@ async def run(mqtt_url: str, count: int, duration: float) -> dict[str, object]:
             mqtt5.SubscribePacket([mqtt5.Subscription("+/out", mqtt5.QoS.AT_LEAST_ONCE)])
         )
     )
-    disable_nagle_towards(address.port)
+    NagleSwitch(address.port).turn_off()
     latencies = LatencyHistogram()
     calls = 0
     stop_at = time.monotonic() + duration

@@ -16,7 +16,7 @@ import threading
 from awscrt import io, mqtt5
 
 from gateway.links.broker_url import parse_broker_url
-from gateway.links.nodelay import disable_nagle_towards
+from gateway.links.nodelay import NagleSwitch
 
 ANSWER_SUFFIX = b',{"currentTime":"2026-01-01T00:00:00Z","interval":60,"status":"Accepted"}]'
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     client.subscribe(
         mqtt5.SubscribePacket([mqtt5.Subscription(args.topic, mqtt5.QoS.AT_LEAST_ONCE)])
     ).result(10)
-    disable_nagle_towards(address.port)
+    NagleSwitch(address.port).turn_off()
     print("bench responder: subscribed", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
