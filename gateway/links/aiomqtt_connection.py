@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import socket
 import ssl
 from collections.abc import Sequence
@@ -46,6 +47,9 @@ from gateway.tasks import cancel_and_wait
 PENDING_CALLS_WARNING = 1_000_000
 MAX_INFLIGHT = 65535
 NUDGE_INTERVAL = 0.25
+# Our own deadline (`acknowledged`) bounds every operation; aiomqtt's would be a second timer and,
+# for a publish, a task per message.
+NO_DEADLINE = math.inf
 
 
 def make_client(
@@ -212,7 +216,14 @@ class AiomqttConnection:
         packet = publish_properties(properties)
         await self._acknowledged(
             client,
-            client.publish(topic, payload, qos=self._broker.qos, retain=retain, properties=packet),
+            client.publish(
+                topic,
+                payload,
+                qos=self._broker.qos,
+                retain=retain,
+                properties=packet,
+                timeout=NO_DEADLINE,
+            ),
             f"publish to {topic}",
         )
 
@@ -225,7 +236,8 @@ class AiomqttConnection:
                 [
                     (each.topic, SubscribeOptions(qos=qos, noLocal=each.no_local))
                     for each in subscriptions
-                ]
+                ],
+                timeout=NO_DEADLINE,
             ),
             "subscribe",
         )
@@ -237,7 +249,9 @@ class AiomqttConnection:
 
     async def unsubscribe(self, topics: Sequence[str]) -> None:
         client = self._connected()
-        await self._acknowledged(client, client.unsubscribe(list(topics)), "unsubscribe")
+        await self._acknowledged(
+            client, client.unsubscribe(list(topics), timeout=NO_DEADLINE), "unsubscribe"
+        )
 
     async def _acknowledged(self, client: aiomqtt.Client, operation: Any, what: str) -> Any:
         stall = functools.partial(self._stall, client)

@@ -6,13 +6,17 @@ import pytest
 
 from bench.run import (
     Sample,
+    Tick,
     bound_calls_per_s,
     busiest,
     cpu_figures,
     machine_ticks,
+    parse_progress,
     percent,
+    steady_us_per_call,
     table,
 )
+from simulator.fleet.stats import FleetStats, format_progress
 
 
 def test_machine_ticks_count_idle_and_iowait_as_not_busy() -> None:
@@ -92,3 +96,32 @@ def test_the_table_sets_each_row_beside_the_websocket_only_server() -> None:
     # calls/s, its share of the ceiling's, CPU per call, and that as a multiple of the ceiling's
     assert gateway_line.split()[3:7] == ["3000.0", "0.30", "120.0", "3.00"]
     assert ceiling_line.split()[1:] == ["1000", "10000.0", "40.0"]
+
+
+def test_a_fleet_progress_line_gives_connected_requested_and_calls() -> None:
+    stats = FleetStats(requested=1_000)
+    stats.connected_now = 998
+    stats.calls_ok = 12_345
+    line = format_progress(stats, 3.0, 4_100.0)
+    assert parse_progress(line) == (998, 1_000, 12_345)
+    assert parse_progress("Traceback (most recent call last):") is None
+
+
+def test_cpu_per_call_counts_only_while_every_cp_is_connected() -> None:
+    ticks = [
+        Tick(400, 1_000, 0, 1.0),  # handshakes: expensive, left out
+        Tick(1_000, 1_000, 2_000, 3.0),  # the last ones may still open their channel
+        Tick(1_000, 1_000, 5_000, 3.5),
+        Tick(1_000, 1_000, 9_000, 3.9),
+        Tick(1_000, 1_000, 13_000, 4.3),
+        Tick(200, 1_000, 13_500, 5.0),  # closing
+    ]
+    assert steady_us_per_call(ticks) == 100.0  # 0.8 s over 8,000 calls
+
+
+def test_no_cpu_per_call_without_a_steady_window() -> None:
+    assert steady_us_per_call([]) is None
+    assert steady_us_per_call([Tick(10, 10, 5, 1.0), Tick(10, 10, 9, 1.1)]) is None
+    assert steady_us_per_call([Tick(0, 0, 0, 1.0)] * 4) is None
+    stuck = [Tick(10, 10, 7, 1.0), Tick(10, 10, 9, 1.1), Tick(10, 10, 9, 1.2)]
+    assert steady_us_per_call(stuck) is None
