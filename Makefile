@@ -17,7 +17,7 @@ help:
 	@echo "make bench-simulator  fleet ceiling against a local echo CSMS (~2 min)"
 	@echo "make chaos      broker stopped/frozen/killed under load, through every link (~20 min)"
 	@echo "make bench-admission  cold password checks, wrong passwords, a 20,000-CP storm (~4 min)"
-	@echo "make bench-registry-connects  CPs/s with the AWS registries on moto_server, mirror off/on, cold start (~6 min)"
+	@echo "make bench-registry-connects  CPs/s with the AWS registries on moto_server (mutual TLS to the broker), mirror off/on, cold start (~6 min)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -76,7 +76,7 @@ bench-registry: install
 	$(BIN)/python scripts/bench_registry.py
 
 bench-registry-connects: install
-	$(BIN)/python scripts/bench_registry_connects.py
+	$(BIN)/python scripts/bench_registry_connects.py --mtls
 
 deploy-tools:
 	./scripts/install_deploy_tools.sh

@@ -9,8 +9,14 @@ server (no broker: the most a WebSocket server in Python can relay here) and MQT
 CPs calling the responder through the broker, no WebSockets). Prints one JSON line per run,
 then a table.
 
+CPU per call is counted while every CP is connected: handshakes (and per CP on the broker, its
+MQTT connection) would otherwise be spread over the calls of a short run. With `--mtls` the
+gateway reaches the broker over mutual TLS, as it reaches AWS IoT Core; the responder and the
+MQTT-only ceiling stay on plain MQTT.
+
     python -m bench.run                      # 1,000 CPs closed loop, idle check at 10,000 CPs
     python -m bench.run --cps 200 --idle-cps 2000 --duration 10 --modes shared
+    python -m bench.run --mtls --idle-cps 0 --modes per-cp
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,14 +38,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.mosquitto import MosquittoProcess, start_broker
+from tests.support.mosquitto import MosquittoProcess
 from tests.support.ports import free_port, wait_for_port
+from tests.support.tls import TlsBroker, link_setup, make_pki
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
 IDLE_SETTLE = 8.0
 PROGRESS_EVERY = 1.0
+# How long the closed-loop fleet may take to connect every CP before its steady window.
+CONNECT_ALLOWANCE = 60.0
 
 
 @dataclass(frozen=True)
@@ -221,12 +231,14 @@ def closed_loop(
 ) -> tuple[dict[str, Any], float | None]:
     """The same load for the ceiling and every gateway: all CPs at once, next call on answer.
 
-    Returns the fleet's summary and the server's CPU µs per call once every CP is connected.
+    The fleet runs until every CP has been connected for `args.duration` seconds (or gives up
+    `CONNECT_ALLOWANCE` seconds later). Returns its summary and the server's CPU µs per call
+    over that steady window.
     """
     command = fleet_command(
         url,
         *("--count", str(args.cps), "--ramp", "0", "--mode", "closed"),
-        *("--duration", str(args.duration), "--id-prefix", id_prefix),
+        *("--duration", str(args.duration + CONNECT_ALLOWANCE), "--id-prefix", id_prefix),
     )
     command[command.index("--progress-every") + 1] = str(PROGRESS_EVERY)
     child = subprocess.Popen(
@@ -238,15 +250,22 @@ def closed_loop(
     )
     ticks: list[Tick] = []
     errors: list[str] = []
+    # The first steady tick is skipped (`steady_us_per_call`); then one per PROGRESS_EVERY.
+    steady_ticks_wanted = 2 + round(args.duration / PROGRESS_EVERY)
 
     def read_progress() -> None:
         assert child.stderr is not None
+        steady = 0
         for line in child.stderr:
             progress = parse_progress(line)
             if progress is None:
                 errors.append(line)
                 continue
-            ticks.append(Tick(*progress, usage_of(server_pid).cpu_s))
+            tick = Tick(*progress, usage_of(server_pid).cpu_s)
+            ticks.append(tick)
+            steady = steady + 1 if tick.connected == tick.requested else 0
+            if steady == steady_ticks_wanted:
+                child.terminate()  # the fleet ends early, with its summary
 
     reader = threading.Thread(target=read_progress, daemon=True)
     reader.start()
@@ -334,18 +353,18 @@ def mqtt_ceiling(
 
 def gateway_runs(
     args: argparse.Namespace,
-    broker: MosquittoProcess,
+    link: Mapping[str, str],
     mode: str,
-    impl: str,
     shared: Mapping[str, int],
 ) -> Iterator[dict[str, Any]]:
+    """`link`: the gateway's broker settings (URL, implementation, TLS files) as environment."""
     port = free_port()
+    impl = link["GATEWAY_LINK_IMPL"]
     env = {
+        **link,
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(port),
-        "GATEWAY_MQTT_URL": broker.url,
         "GATEWAY_LINK_MODE": mode,
-        "GATEWAY_LINK_IMPL": impl,
         "GATEWAY_REGISTRY": "allow-all",
         "GATEWAY_LOG_LEVEL": "WARNING",
         "GATEWAY_LOG_FORMAT": "json",
@@ -354,7 +373,7 @@ def gateway_runs(
         "GATEWAY_REGISTRY_REVALIDATE_INTERVAL": "0",
     }
     url = f"ws://127.0.0.1:{port}"
-    name = f"gateway-{mode}-{impl}"
+    name = f"gateway-{mode}-{impl}" + ("-mtls" if args.mtls else "")
     with process([sys.executable, "-m", "gateway"], env, ready_port=port) as gateway:
         # Throughput: closed loop, every CP calls again as soon as it is answered.
         pids = {"gateway": gateway.pid, **shared}
@@ -477,6 +496,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", default="shared,per-cp")
     parser.add_argument("--impls", default="awscrt,aiomqtt")
     parser.add_argument("--per-cp-idle-cps", type=int, default=2000)
+    parser.add_argument(
+        "--mtls",
+        action="store_true",
+        help="the gateway reaches the broker over mutual TLS (as AWS IoT Core), not plain MQTT",
+    )
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
 
@@ -484,10 +508,20 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    broker = start_broker(["max_connections -1"])
-    if broker.process is None:
+    pki = make_pki()
+    tls_broker = TlsBroker(pki).start("max_connections -1")
+    broker = tls_broker.process
+    if broker is None or broker.process is None:
         raise RuntimeError("the broker did not start")
     mosquitto_pid = broker.process.pid
+
+    def link(impl: str) -> dict[str, str]:
+        if not args.mtls:
+            return {"GATEWAY_MQTT_URL": broker.url, "GATEWAY_LINK_IMPL": impl}
+        setup = link_setup(f"{impl}-mtls", tls_broker)
+        return {**setup.env, "GATEWAY_MQTT_URL": setup.url}
+
+    print(f"gateway to broker: {'mutual TLS' if args.mtls else 'plain MQTT'}", flush=True)
     try:
         emit(ws_ceiling(args))
         with process(
@@ -502,10 +536,11 @@ def main(argv: list[str] | None = None) -> None:
                     mode_args = argparse.Namespace(**vars(args))
                     if mode == "per-cp":
                         mode_args.idle_cps = min(args.idle_cps, args.per_cp_idle_cps)
-                    for row in gateway_runs(mode_args, broker, mode, impl, shared):
+                    for row in gateway_runs(mode_args, link(impl), mode, shared):
                         emit(row)
     finally:
-        broker.stop()
+        tls_broker.stop()
+        shutil.rmtree(pki.directory, ignore_errors=True)
     print()
     print(table(rows))
 

@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench_registry_connects.py                 # every run, a few minutes
     .venv/bin/python scripts/bench_registry_connects.py --only warm --cps 1000
     .venv/bin/python scripts/bench_registry_connects.py --only cold --cps 10000
+    .venv/bin/python scripts/bench_registry_connects.py --mtls --link-impl aiomqtt
 
 - `warm`: the registry holds `--cps` ids (Things or table items); a gateway process is started
   and ready (mirror loaded), then `--cps` charge points dial with 500 handshakes in flight. Run
@@ -19,6 +20,10 @@
 so a connect counts only once the registry said "registered". Each CP closes once connected,
 so 10,000 fit in the open-files limit. Everything is on loopback; moto_server stands in for AWS
 (its latency is not AWS's: the figures compare configurations on one machine).
+
+The broker link is the gateway's default (`--link-impl` picks another) over plain MQTT, or
+with `--mtls` over mutual TLS, as to AWS IoT Core: each per-CP connection then pays a TLS
+handshake with a client certificate.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -44,9 +50,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from gateway.registry.dynamodb import KEY_ATTRIBUTE  # noqa: E402
+from gateway.settings import fastest_link_impl  # noqa: E402
 from tests.support.aws import MotoServer  # noqa: E402
-from tests.support.mosquitto import MosquittoProcess, start_broker  # noqa: E402
+from tests.support.mosquitto import start_broker  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
+from tests.support.tls import TlsBroker, link_setup, make_pki  # noqa: E402
 
 REGION = "us-east-1"
 TABLE = "charge-points"
@@ -74,14 +82,15 @@ def fill_registry(server: MotoServer, ids: list[str]) -> None:
 
 
 def start_gateway(
-    broker: MosquittoProcess, server: MotoServer, registry: str, mirror: bool, link: str
+    broker: dict[str, str], server: MotoServer, registry: str, mirror: bool, link: str
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """`broker`: the gateway's broker settings, as environment variables."""
     port = free_port()
     env = {
         **os.environ,
+        **broker,
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(port),
-        "GATEWAY_MQTT_URL": broker.url,
         "GATEWAY_LINK_MODE": link,
         "GATEWAY_REGISTRY": registry,
         "GATEWAY_REGISTRY_TABLE": TABLE,
@@ -147,7 +156,7 @@ async def dial(port: int, ids: list[str]) -> tuple[float, int]:
     return time.perf_counter() - started, failures
 
 
-async def warm(broker: MosquittoProcess, server: MotoServer, ids: list[str]) -> None:
+async def warm(broker: dict[str, str], server: MotoServer, ids: list[str]) -> None:
     print(f"\nwarm: {len(ids)} CPs, gateway ready before the first dial")
     runs = [("allow-all", False, "shared"), ("aws-iot", False, "shared")]
     runs += [("aws-iot", True, "shared"), ("dynamodb", False, "shared")]
@@ -175,7 +184,7 @@ async def warm(broker: MosquittoProcess, server: MotoServer, ids: list[str]) -> 
         )
 
 
-async def cold(broker: MosquittoProcess, server: MotoServer, ids: list[str]) -> None:
+async def cold(broker: dict[str, str], server: MotoServer, ids: list[str]) -> None:
     print(f"\ncold: {len(ids)} CPs dialling as soon as the gateway listens, mirror on")
     for registry in ("dynamodb", "aws-iot"):
         for link in ("shared", "per-cp"):
@@ -208,6 +217,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=["warm", "cold", "memory"])
     parser.add_argument("--cps", type=int, default=None)
+    parser.add_argument("--link-impl", choices=["awscrt", "aiomqtt"], default=fastest_link_impl())
+    parser.add_argument("--mtls", action="store_true", help="mutual TLS to the broker")
     args = parser.parse_args()
     # Fake credentials for moto_server; no profile or config file can point at a real account.
     os.environ.update(
@@ -221,19 +232,27 @@ async def main() -> None:
         return
     count = args.cps or (1000 if args.only == "warm" else 10_000)
     ids = [f"CP-{n:05d}" for n in range(count)]
-    broker = start_broker()
+    pki = make_pki()
+    broker = TlsBroker(pki).start() if args.mtls else start_broker()
     server = MotoServer()
     try:
+        if isinstance(broker, TlsBroker):
+            setup = link_setup(f"{args.link_impl}-mtls", broker)
+            broker_env = {**setup.env, "GATEWAY_MQTT_URL": setup.url}
+        else:
+            broker_env = {"GATEWAY_LINK_IMPL": args.link_impl, "GATEWAY_MQTT_URL": broker.url}
+        print(f"broker link: {args.link_impl}, {'mutual TLS' if args.mtls else 'plain MQTT'}")
         started = time.perf_counter()
         fill_registry(server, ids)
         print(f"{count} Things and items created in {time.perf_counter() - started:.0f} s")
         if args.only in (None, "warm"):
-            await warm(broker, server, ids[:1000] if args.only is None else ids)
+            await warm(broker_env, server, ids[:1000] if args.only is None else ids)
         if args.only in (None, "cold"):
-            await cold(broker, server, ids)
+            await cold(broker_env, server, ids)
     finally:
         server.stop()
         broker.stop()
+        shutil.rmtree(pki.directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

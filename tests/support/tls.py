@@ -223,9 +223,12 @@ class TlsBroker:
     websockets_port: int = field(default_factory=free_port)
     process: MosquittoProcess | None = None
 
-    def start(self) -> TlsBroker:
+    def start(self, *extra_config: str) -> TlsBroker:
         self.process = start_broker(
-            extra_config=tls_listeners(self.pki, self.mtls_port, self.websockets_port)
+            extra_config=[
+                *extra_config,
+                *tls_listeners(self.pki, self.mtls_port, self.websockets_port),
+            ]
         )
         return self
 
