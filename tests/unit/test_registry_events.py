@@ -102,7 +102,7 @@ class SubackClient:
     def __init__(self, codes: Sequence[object]) -> None:
         self.codes = codes
 
-    async def subscribe(self, topics: object) -> Sequence[object]:
+    async def subscribe(self, topics: object, timeout: float | None = None) -> Sequence[object]:
         return self.codes
 
 
