@@ -103,6 +103,21 @@ start() {
   names+=("$name")
 }
 
+# Waits for process $2 (named $3) to exit; past $1 seconds it is killed, and the stack says so.
+STOP_SECONDS=20
+stop_within() {
+  local seconds=$1 pid=$2 name=$3 tenths=0
+  while kill -0 "$pid" 2>/dev/null && [ "$tenths" -lt $((seconds * 10)) ]; do
+    sleep 0.1
+    tenths=$((tenths + 1))
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "$name did not stop within $seconds s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
 stopping=0
 stop_all() {
   [ "$stopping" -eq 0 ] || return 0
@@ -114,7 +129,7 @@ stop_all() {
   local i
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
     if kill -TERM "${pids[i]}" 2>/dev/null; then
-      wait "${pids[i]}" 2>/dev/null || true
+      stop_within "$STOP_SECONDS" "${pids[i]}" "${names[i]}"
     fi
   done
   wait 2>/dev/null || true  # the output prefixers, after their processes' last lines

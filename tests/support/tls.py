@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .mosquitto import MosquittoProcess, start_broker
-from .ports import free_port
+from .ports import free_port, wait_for_port
 
 BROKER_HOST = "localhost"
 # What the default AWS credential chain finds first, as it finds the ECS task role's in AWS.
@@ -230,6 +230,9 @@ class TlsBroker:
                 *tls_listeners(self.pki, self.mtls_port, self.websockets_port),
             ]
         )
+        # The broker is up once its first (plain) listener is; the others open just after.
+        for port in (self.mtls_port, self.websockets_port):
+            wait_for_port("127.0.0.1", port)
         return self
 
     def stop(self) -> None:
